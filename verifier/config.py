@@ -1,0 +1,375 @@
+"""Typed app config: one ``AppConfig`` root read from ``APP_CONFIG_*``.
+
+Sections are plain pydantic models; nested names use ``__``
+(``APP_CONFIG_AUTH__ISSUER``). Values come from init arguments, then the
+environment, then an env file (``APP_CONFIG_ENV_FILE``, default ``.env``).
+Everything is validated at start-up: a bad value raises
+:class:`~verifier.errors.ConfigInvalid` naming the setting, and never echoes
+the value (secrets are ``SecretStr`` and pydantic is told to hide inputs).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .errors import ConfigInvalid, JWKSInvalid
+from .jwks import JWKSet, parse_jwks
+
+__all__ = [
+    "ASYMMETRIC_ALGORITHMS",
+    "HMAC_ALGORITHMS",
+    "AppConfig",
+    "AuthSettings",
+    "BakeMeta",
+    "CacheSettings",
+    "ClaimsSettings",
+    "CookiesSettings",
+    "EndpointsSettings",
+    "HttpSettings",
+    "KeysSettings",
+    "LoginSettings",
+    "RefreshSettings",
+    "WebSocketSettings",
+    "parse_duration",
+]
+
+ASYMMETRIC_ALGORITHMS = (
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "Ed25519",
+    "EdDSA",
+)
+HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
+MIN_HS_SECRET_BYTES = 32
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from ``30``, ``"30"``, ``"30s"``, ``"5m"``, ``"12h"``, ``"7d"``."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    else:
+        raise ValueError("a duration is a number of seconds or a string like 30s, 5m, 12h, 7d")
+    if seconds < 0 or seconds != seconds:
+        raise ValueError("a duration must not be negative")
+    return seconds
+
+
+def _split_list(value: object) -> object:
+    """Accept a JSON list or a comma-separated string from the environment."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import json
+
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+def _load_jwks(value: object) -> object:
+    if value is None or value == "" or isinstance(value, JWKSet):
+        return value or None
+    try:
+        return parse_jwks(value)
+    except JWKSInvalid as exc:
+        # The message names the problem, never key material.
+        raise ValueError(exc.message) from None
+
+
+Seconds = Annotated[float, BeforeValidator(parse_duration)]
+StrList = Annotated[list[str], NoDecode, BeforeValidator(_split_list)]
+Jwks = Annotated[JWKSet | None, BeforeValidator(_load_jwks)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+class BakeMeta(_Section):
+    """What ``jwtedge bake`` learned besides the keys (``auth.jwks_meta``)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    issuer: str
+    jwks_uri: str | None = None
+    token_endpoint: str | None = None
+    authorization_endpoint: str | None = None
+    end_session_endpoint: str | None = None
+    revocation_endpoint: str | None = None
+    baked_at: datetime | None = None
+    sha256: str | None = None
+    kids: list[str] = Field(default_factory=list)
+
+
+class AuthSettings(_Section):
+    issuer: str
+    audience: str | list[str]
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    jwks: Jwks = None
+    jwks_meta: BakeMeta | None = None
+    #: Allowed algorithms; ``None`` means every asymmetric one (plus HS* when
+    #: ``hs_secret`` is set).
+    algorithms: StrList | None = None
+    leeway: Seconds = 30.0
+    max_token_bytes: int = Field(default=8192, ge=256, le=1024 * 1024)
+    require_at_jwt: bool = False
+    access_claim: str | None = None
+    rsa_alg: Literal["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"] = "RS256"
+    hs_secret: SecretStr | None = None
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer_is_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^\s/?#]+", value):
+            raise ValueError("the issuer must be an http(s) URL")
+        return value
+
+    @field_validator("audience", mode="before")
+    @classmethod
+    def _audience(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().startswith("["):
+            value = _split_list(value)
+        if isinstance(value, list) and not all(isinstance(v, str) and v for v in value):
+            raise ValueError("every audience must be a non-empty string")
+        if not value:
+            raise ValueError("at least one audience is required")
+        return value
+
+    @field_validator("jwks_meta", mode="before")
+    @classmethod
+    def _meta(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("algorithms")
+    @classmethod
+    def _algorithms(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        known = set(ASYMMETRIC_ALGORITHMS) | set(HMAC_ALGORITHMS)
+        unknown = [alg for alg in value if alg not in known]
+        if unknown:
+            raise ValueError(
+                f"unsupported algorithms: {', '.join(unknown)} ('none' is never allowed)"
+            )
+        if not value:
+            raise ValueError("at least one algorithm is required")
+        return value
+
+    @field_validator("hs_secret")
+    @classmethod
+    def _hs_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < MIN_HS_SECRET_BYTES:
+            raise ValueError(f"must be at least {MIN_HS_SECRET_BYTES} bytes")
+        return value
+
+    @model_validator(mode="after")
+    def _audience_separation(self) -> AuthSettings:
+        if (
+            self.client_id is not None
+            and self.client_id in self.audiences
+            and not self.require_at_jwt
+            and not self.access_claim
+        ):
+            raise ValueError(
+                "auth.audience contains auth.client_id, so an ID token would pass as an "
+                "access token: set auth.require_at_jwt or auth.access_claim"
+            )
+        if self.algorithms and set(self.algorithms) & set(HMAC_ALGORITHMS) and not self.hs_secret:
+            raise ValueError("HS* algorithms need auth.hs_secret")
+        return self
+
+    @property
+    def audiences(self) -> tuple[str, ...]:
+        return (self.audience,) if isinstance(self.audience, str) else tuple(self.audience)
+
+    @property
+    def allowed_algorithms(self) -> frozenset[str]:
+        if self.algorithms is not None:
+            return frozenset(self.algorithms)
+        extra = HMAC_ALGORITHMS if self.hs_secret is not None else ()
+        return frozenset(ASYMMETRIC_ALGORITHMS + extra)
+
+
+class EndpointsSettings(_Section):
+    """Explicit endpoints; each wins over the one in ``auth.jwks_meta``."""
+
+    token: str | None = None
+    authorization: str | None = None
+    end_session: str | None = None
+    revocation: str | None = None
+    jwks_uri: str | None = None
+
+
+class KeysSettings(_Section):
+    remote: Literal["unknown-kid", "never", "always"] = "unknown-kid"
+    cooldown: Seconds = 30.0
+    timeout: Seconds = 5.0
+    stale_if_error: Seconds = 24 * 3600.0
+
+
+class CookiesSettings(_Section):
+    access: str = "jwtedge_access"
+    id: str = "jwtedge_id"
+    refresh: str = "jwtedge_refresh"
+    secure: Literal["auto", "always", "never"] = "auto"
+    same_site: Literal["lax", "strict", "none"] = "lax"
+    domain: str | None = None
+    path: str = "/"
+    refresh_max_age: Seconds = 30 * 86400.0
+    max_chunks: int = Field(default=4, ge=1, le=16)
+    forward: bool = False
+    host_prefix: Literal["auto", "never"] = "auto"
+
+    @field_validator("access", "id", "refresh")
+    @classmethod
+    def _cookie_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_\-]+", value):
+            raise ValueError("a cookie name may hold letters, digits, '_' and '-' only")
+        return value
+
+
+class RefreshSettings(_Section):
+    enabled: bool = True
+    skew: Seconds = 30.0
+    grace: Seconds = 10.0
+    timeout: Seconds = 10.0
+    redis_url: SecretStr | None = None
+    store_key: SecretStr | None = None
+
+
+class CacheSettings(_Section):
+    size: int = Field(default=10_000, ge=0)
+
+
+class HttpSettings(_Section):
+    exclude_paths: StrList = Field(
+        default_factory=lambda: ["/healthz", "/readyz", "/metrics", "/static", "/assets"]
+    )
+    api_prefixes: StrList = Field(default_factory=lambda: ["/api"])
+    login_path: str = "/auth/login"
+    forward_auth_path: str = "/auth/verify"
+
+    @field_validator("exclude_paths", "api_prefixes")
+    @classmethod
+    def _paths(cls, value: list[str]) -> list[str]:
+        for path in value:
+            if not path.startswith("/"):
+                raise ValueError(f"paths start with '/': {path!r}")
+        return [path.rstrip("/") or "/" for path in value]
+
+
+class LoginSettings(_Section):
+    redirect_uri: str | None = None
+    scopes: str = "openid profile email offline_access"
+    post_logout_redirect: str | None = None
+    state_key: SecretStr | None = None
+
+
+class WebSocketSettings(_Section):
+    #: Origins allowed on cookie-authenticated upgrades; empty means same origin.
+    allowed_origins: StrList = Field(default_factory=list)
+    close_code: int = Field(default=4401, ge=4000, le=4999)
+
+
+class ClaimsSettings(_Section):
+    organizations: str = "organizations"
+    projects: str = "projects"
+    scope: str = "scope"
+    active_org: str = "active_org"
+
+
+class AppConfig(BaseSettings):
+    """The app's whole configuration (``APP_CONFIG_*``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="APP_CONFIG_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,
+        arbitrary_types_allowed=True,
+    )
+
+    auth: AuthSettings
+    endpoints: EndpointsSettings = Field(default_factory=EndpointsSettings)
+    keys: KeysSettings = Field(default_factory=KeysSettings)
+    cookies: CookiesSettings = Field(default_factory=CookiesSettings)
+    refresh: RefreshSettings = Field(default_factory=RefreshSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    login: LoginSettings = Field(default_factory=LoginSettings)
+    websocket: WebSocketSettings = Field(default_factory=WebSocketSettings)
+    claims: ClaimsSettings = Field(default_factory=ClaimsSettings)
+
+    def __init__(self, **values: Any) -> None:
+        if "_env_file" not in values:
+            values["_env_file"] = os.environ.get("APP_CONFIG_ENV_FILE", ".env")
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            problems = [_describe(error) for error in exc.errors(include_input=False)]
+            # `from None`: the pydantic error may still reference raw input.
+            raise ConfigInvalid(
+                "invalid configuration: " + "; ".join(problems), problems=problems
+            ) from None
+
+    def endpoint(
+        self, name: Literal["token", "authorization", "end_session", "revocation"]
+    ) -> str | None:
+        """An issuer endpoint: the explicit setting, else the bake metadata."""
+        explicit: str | None = getattr(self.endpoints, name)
+        if explicit:
+            return explicit
+        meta = self.auth.jwks_meta
+        if meta is None:
+            return None
+        value: str | None = getattr(meta, f"{name}_endpoint")
+        return value
+
+    @property
+    def jwks_uri(self) -> str | None:
+        """Where the remote key layer fetches keys (explicit, then baked)."""
+        if self.endpoints.jwks_uri:
+            return self.endpoints.jwks_uri
+        return self.auth.jwks_meta.jwks_uri if self.auth.jwks_meta else None
+
+
+def _describe(error: Any) -> str:
+    """``APP_CONFIG_AUTH__LEEWAY: <message>`` with no input value."""
+    loc = [str(part) for part in error.get("loc", ()) if not str(part).startswith("function-")]
+    # Drop pydantic's union/validator branch names (e.g. "str", "list[str]").
+    names = [part for part in loc if re.fullmatch(r"[a-z_][a-z0-9_]*", part)]
+    setting = "APP_CONFIG_" + "__".join(name.upper() for name in names) if names else "APP_CONFIG"
+    message = str(error.get("msg", "invalid value"))
+    message = message.removeprefix("Value error, ")
+    return f"{setting}: {message}"

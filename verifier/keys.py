@@ -1,0 +1,197 @@
+"""KeyStore: the keys a token may be verified with, chosen strictly.
+
+Split like panva/jose: this local layer does no I/O. Keys are imported once
+(at start-up) into a dict by kid, and each key is bound to exactly one
+algorithm (RFC 8725 §3.1): the JWK's ``alg``; else ``auth.rsa_alg`` for RSA,
+the curve's ES algorithm for EC, Ed25519 for OKP. The token's ``alg`` never
+chooses the algorithm, it only has to agree. ``EdDSA`` and ``Ed25519`` are one
+algorithm for an Ed25519 key.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from cryptography.exceptions import InvalidSignature
+from joserfc.jws import JWSRegistry
+
+from .config import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS
+from .errors import AlgorithmNotAllowed, KeyNotFound
+from .jwks import EC_CURVE_ALGS, JWKSet, PublicJWK
+
+if TYPE_CHECKING:
+    from .config import AppConfig
+
+__all__ = ["KeyStore", "VerificationKey", "canonical_alg"]
+
+_HMAC_DIGESTS = {"HS256": "sha256", "HS384": "sha384", "HS512": "sha512"}
+
+Verify = Callable[[bytes, bytes], bool]
+
+
+def canonical_alg(alg: str) -> str:
+    """``EdDSA`` (RFC 8037) and ``Ed25519`` (RFC 9864) name one algorithm here."""
+    return "Ed25519" if alg == "EdDSA" else alg
+
+
+@dataclass(frozen=True, slots=True)
+class VerificationKey:
+    """A key bound to its one algorithm, ready to verify signatures."""
+
+    kid: str | None
+    alg: str
+    #: ``verify(signing_input, signature) -> bool``; never raises on bad input.
+    verify: Verify = field(repr=False, compare=False)
+    jwk: PublicJWK | None = field(default=None, repr=False, compare=False)
+
+
+def _joserfc_verifier(alg: str, jwk: PublicJWK) -> Verify:
+    model = JWSRegistry.algorithms[alg]
+    jose_key = jwk.jose_key
+
+    def verify(signing_input: bytes, signature: bytes) -> bool:
+        try:
+            return bool(model.verify(signing_input, signature, jose_key))
+        except (InvalidSignature, ValueError):
+            # e.g. a signature longer than the RSA modulus.
+            return False
+
+    return verify
+
+
+def _hmac_verifier(alg: str, secret: bytes) -> Verify:
+    digest = _HMAC_DIGESTS[alg]
+
+    def verify(signing_input: bytes, signature: bytes) -> bool:
+        expected = hmac.new(secret, signing_input, digest).digest()
+        return hmac.compare_digest(expected, signature)
+
+    return verify
+
+
+def key_algorithm(jwk: PublicJWK, rsa_alg: str = "RS256") -> str:
+    """The one algorithm a key is used with (RFC 8725 §3.1)."""
+    if jwk.alg is not None:
+        return canonical_alg(jwk.alg)
+    if jwk.kty == "RSA":
+        return rsa_alg
+    if jwk.kty == "EC":
+        assert jwk.crv is not None
+        return EC_CURVE_ALGS[jwk.crv]
+    return "Ed25519"
+
+
+class KeyStore:
+    """Baked keys by kid, each with one algorithm; no I/O.
+
+    ``algorithms`` is the allowlist (default: every asymmetric algorithm,
+    plus HS* when ``hs_secret`` is given). A JWKS never yields a usable
+    symmetric key; HS* verification needs the explicit ``hs_secret``.
+    """
+
+    def __init__(
+        self,
+        jwks: JWKSet | None = None,
+        *,
+        rsa_alg: str = "RS256",
+        algorithms: Collection[str] | None = None,
+        hs_secret: bytes | None = None,
+    ) -> None:
+        if algorithms is None:
+            algorithms = ASYMMETRIC_ALGORITHMS + (HMAC_ALGORITHMS if hs_secret else ())
+        self.allowed = frozenset(canonical_alg(alg) for alg in algorithms)
+        self.rsa_alg = rsa_alg
+        self._hs_keys: dict[str, VerificationKey] = {}
+        if hs_secret is not None:
+            for alg in HMAC_ALGORITHMS:
+                verify = _hmac_verifier(alg, hs_secret)
+                self._hs_keys[alg] = VerificationKey(kid=None, alg=alg, verify=verify)
+        self._by_kid: dict[str, VerificationKey] = {}
+        self._without_kid: tuple[VerificationKey, ...] = ()
+        self.jwks: JWKSet | None = None
+        if jwks is not None:
+            self.load(jwks)
+
+    @classmethod
+    def from_config(cls, config: AppConfig) -> KeyStore:
+        """The baked keys of ``config.auth`` (no I/O)."""
+        auth = config.auth
+        secret = auth.hs_secret.get_secret_value().encode() if auth.hs_secret else None
+        return cls(
+            auth.jwks,
+            rsa_alg=auth.rsa_alg,
+            algorithms=auth.allowed_algorithms,
+            hs_secret=secret,
+        )
+
+    def load(self, jwks: JWKSet) -> None:
+        """Replace the key set. Keys are imported here, never per request."""
+        by_kid: dict[str, VerificationKey] = {}
+        without_kid: list[VerificationKey] = []
+        for jwk in jwks.keys:
+            alg = key_algorithm(jwk, self.rsa_alg)
+            key = VerificationKey(kid=jwk.kid, alg=alg, verify=_joserfc_verifier(alg, jwk), jwk=jwk)
+            if jwk.kid is None:
+                without_kid.append(key)
+            else:
+                by_kid[jwk.kid] = key
+        # Swap whole dicts so a concurrent reader never sees a half-built set.
+        self._by_kid, self._without_kid, self.jwks = by_kid, tuple(without_kid), jwks
+
+    @property
+    def kids(self) -> tuple[str, ...]:
+        return tuple(sorted(self._by_kid))
+
+    def has_kid(self, kid: str) -> bool:
+        return kid in self._by_kid
+
+    def __len__(self) -> int:
+        return len(self._by_kid) + len(self._without_kid)
+
+    def key_for(self, kid: str | None, alg: str) -> VerificationKey:
+        """The key for a token's ``kid`` and ``alg``, or a ``VerifierError``.
+
+        ``alg`` must be allowed and equal to the key's one algorithm. A token
+        without ``kid`` matches only when exactly one key fits its ``alg``.
+        """
+        alg = canonical_alg(alg)
+        if alg not in self.allowed:
+            raise AlgorithmNotAllowed(f"algorithm {alg!r} is not allowed", alg=alg)
+        if alg in self._hs_keys:
+            return self._hs_keys[alg]
+        if alg.startswith("HS"):
+            raise AlgorithmNotAllowed("HS* needs auth.hs_secret", alg=alg)
+        if kid is None:
+            return self._only_key_for(alg)
+        key = self._by_kid.get(kid)
+        if key is None:
+            raise KeyNotFound("no baked key has the token's kid", kid=_short(kid))
+        if key.alg != alg:
+            raise AlgorithmNotAllowed(
+                f"the key is for {key.alg}, the token says {alg}", alg=alg, kid=_short(kid)
+            )
+        return key
+
+    def _only_key_for(self, alg: str) -> VerificationKey:
+        fits = [key for key in self._all_keys() if key.alg == alg]
+        if len(fits) != 1:
+            raise KeyNotFound(
+                f"the token has no kid and {len(fits)} keys fit {alg}: exactly one must", alg=alg
+            )
+        return fits[0]
+
+    def _all_keys(self) -> list[VerificationKey]:
+        return [*self._by_kid.values(), *self._without_kid]
+
+    def snapshot(self) -> Mapping[str, VerificationKey]:
+        """A read-only view of the keys by kid (for diagnostics)."""
+        return dict(self._by_kid)
+
+
+def _short(kid: str) -> str:
+    """Kids come from the token: keep what we echo short and printable."""
+    text = kid[:64]
+    return "".join(ch if ch.isprintable() else "?" for ch in text)

@@ -1,0 +1,447 @@
+"""DevIssuer: a local OIDC issuer for demos and tests. Never use it in production.
+
+It holds one RS256 (RSA-2048), one ES256 (P-256) and one Ed25519 signing key
+from the start, mints access and ID tokens with the claim shapes jwtedge
+expects, signs arbitrary (even hostile) tokens, rotates keys while keeping the
+old ones published, and serves discovery and the JWKS as a Starlette app,
+optionally on a real uvicorn server on 127.0.0.1::
+
+    issuer = DevIssuer(issuer="http://127.0.0.1:9000", audience="api", client_id="web")
+    token = issuer.access_token(sub="u1", organizations=[...], ttl=300)
+
+    with DevIssuer.serve(port=0) as issuer:
+        issuer.url  # e.g. http://127.0.0.1:41234
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+from joserfc.jwk import ECKey, OKPKey, RSAKey
+from joserfc.jws import JWSRegistry
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route
+
+__all__ = ["KEY_ALGORITHMS", "DevIssuer", "IssuerStats"]
+
+_RSA_ALGS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
+_EC_CURVES = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
+_OKP_ALGS = ("Ed25519", "EdDSA")
+#: Algorithms a DevIssuer key can be created for (its JWK ``alg``).
+KEY_ALGORITHMS = (*_RSA_ALGS, *_EC_CURVES, *_OKP_ALGS)
+_INITIAL_ALGS = ("RS256", "ES256", "Ed25519")
+
+Claims = Mapping[str, Any] | bytes | str
+Header = Mapping[str, Any] | bytes | str
+
+
+@dataclass
+class IssuerStats:
+    """Requests the issuer's app has served, so tests can count network calls."""
+
+    discovery_requests: int = 0
+    jwks_requests: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Key:
+    kid: str
+    alg: str
+    key: RSAKey | ECKey | OKPKey
+
+    @property
+    def signing_algs(self) -> tuple[str, ...]:
+        """Every algorithm this private key can physically sign with."""
+        if isinstance(self.key, RSAKey):
+            return _RSA_ALGS
+        if isinstance(self.key, ECKey):
+            return tuple(a for a, crv in _EC_CURVES.items() if crv == self.key.curve_name)
+        return _OKP_ALGS
+
+    def jwk(self, *, private: bool) -> dict[str, Any]:
+        return {"kid": self.kid, "use": "sig", "alg": self.alg, **self.key.as_dict(private=private)}
+
+
+def _generate_key(alg: str, serial: int) -> _Key:
+    key: RSAKey | ECKey | OKPKey
+    if alg in _RSA_ALGS:
+        key = RSAKey.generate_key(2048)
+    elif alg in _EC_CURVES:
+        key = ECKey.generate_key(_EC_CURVES[alg])
+    elif alg in _OKP_ALGS:
+        key = OKPKey.generate_key("Ed25519")
+    else:
+        raise ValueError(f"unsupported key algorithm {alg!r}; expected one of {KEY_ALGORITHMS}")
+    # The serial keeps kids readable and ordered; the thumbprint prefix keeps them
+    # distinct across DevIssuer instances, so two issuers never share a kid by accident.
+    return _Key(kid=f"{alg.lower()}-{serial}-{key.thumbprint()[:8]}", alg=alg, key=key)
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+def _json_bytes(value: Mapping[str, Any] | bytes | str) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    # stdlib json on purpose: it writes NaN/Infinity, which hostile-token tests want.
+    return json.dumps(dict(value), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _audience(value: str | Sequence[str]) -> str | list[str]:
+    return value if isinstance(value, str) else list(value)
+
+
+class DevIssuer:
+    """A local OIDC issuer: keys, token minting, discovery and JWKS.
+
+    Args:
+        issuer: the ``iss`` of every token and the base of every endpoint URL.
+        audience: the access tokens' ``aud`` (a string or a list).
+        client_id: the ID tokens' default ``aud``.
+        alg: algorithm of the active signing key (``RS256``, ``ES256``,
+            ``Ed25519``; any of ``KEY_ALGORITHMS`` adds a key of that kind).
+        clock: seconds since the epoch, used for ``iat`` / ``exp``.
+    """
+
+    def __init__(
+        self,
+        issuer: str = "http://127.0.0.1:9000",
+        audience: str | Sequence[str] = "api",
+        client_id: str = "web",
+        *,
+        alg: str = "RS256",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if alg not in KEY_ALGORITHMS:
+            raise ValueError(f"unsupported key algorithm {alg!r}; expected one of {KEY_ALGORITHMS}")
+        self.issuer = issuer
+        self.audience: str | list[str] = _audience(audience)
+        self.client_id = client_id
+        self.clock = clock
+        self.stats = IssuerStats()
+        # Rotation replaces the whole tuple, so a server thread reading it never
+        # sees a half-updated list.
+        self._keys: tuple[_Key, ...] = ()
+        for initial in _INITIAL_ALGS:
+            self._add_key(initial)
+        self._active: _Key = self._newest_of(alg) if alg in _INITIAL_ALGS else self._add_key(alg)
+        self.app: Starlette = Starlette(routes=self.routes())
+
+    # -- keys -------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The issuer URL (the same as ``issuer``)."""
+        return self.issuer
+
+    @property
+    def kid(self) -> str:
+        """The kid of the active signing key."""
+        return self._active.kid
+
+    @property
+    def alg(self) -> str:
+        """The algorithm of the active signing key."""
+        return self._active.alg
+
+    def kids(self, alg: str | None = None) -> list[str]:
+        """Kids of every published key, oldest first; only those of ``alg`` when given."""
+        return [k.kid for k in self._keys if alg is None or k.alg == alg]
+
+    def jwks(self) -> dict[str, Any]:
+        """The public JWKS: every key ever created, with ``kid``, ``alg`` and ``use``."""
+        return {"keys": [k.jwk(private=False) for k in self._keys]}
+
+    def private_jwk(self, kid: str) -> dict[str, Any]:
+        """The private JWK of ``kid`` (for tests that sign on their own)."""
+        return self._by_kid(kid).jwk(private=True)
+
+    def rotate(self, alg: str | None = None) -> str:
+        """Create a new signing key (the active key's algorithm unless given) and make it
+        active. Old keys stay published. Returns the new kid."""
+        self._active = self._add_key(alg or self._active.alg)
+        return self._active.kid
+
+    def _add_key(self, alg: str) -> _Key:
+        key = _generate_key(alg, len(self._keys) + 1)
+        self._keys = (*self._keys, key)
+        return key
+
+    def _by_kid(self, kid: str) -> _Key:
+        for key in self._keys:
+            if key.kid == kid:
+                return key
+        raise ValueError(f"unknown kid {kid!r}")
+
+    def _newest_of(self, alg: str) -> _Key:
+        """The newest key published for ``alg``, else the newest one able to sign it."""
+        for matches in (lambda k: k.alg == alg, lambda k: alg in k.signing_algs):
+            for key in reversed(self._keys):
+                if matches(key):
+                    return key
+        raise ValueError(f"no key can sign {alg!r}")
+
+    def _resolve(self, kid: str | None, alg: str | None) -> tuple[_Key, str]:
+        if kid is not None:
+            key = self._by_kid(kid)
+        elif alg is not None and alg != "none":
+            key = self._newest_of(alg)
+        else:
+            key = self._active
+        alg = alg or key.alg
+        if alg != "none" and alg not in key.signing_algs:
+            raise ValueError(f"key {key.kid} ({key.alg}) cannot sign with {alg!r}")
+        return key, alg
+
+    # -- signing ----------------------------------------------------------------
+
+    def sign_raw(
+        self, signing_input: bytes, *, kid: str | None = None, alg: str | None = None
+    ) -> bytes:
+        """Raw signature bytes over ``signing_input`` (empty for ``alg="none"``).
+
+        ``kid`` names the key (default: the active one, or the newest able to sign
+        ``alg``); ``alg`` defaults to that key's algorithm. ECDSA signatures are the
+        fixed-width ``r || s`` of RFC 7518. Raises ``ValueError`` for a key that
+        cannot sign with ``alg`` (ES384 with the P-256 key, HS256 with any key).
+        """
+        key, alg = self._resolve(kid, alg)
+        return self._signature(key, alg, signing_input)
+
+    def sign(
+        self,
+        claims: Claims,
+        header: Header | None = None,
+        *,
+        kid: str | None = None,
+        alg: str | None = None,
+    ) -> str:
+        """Sign an arbitrary, possibly hostile, compact JWS.
+
+        ``claims`` as a mapping is JSON-encoded; bytes or str are the raw payload
+        (duplicate members, arrays, invalid JSON). ``header`` defaults to
+        ``{"alg", "kid", "typ": "JWT"}`` for the signing key; when given it is used
+        exactly as given, never merged, so it may say ``alg: none``, carry ``crit``
+        or ``jku``, or disagree with the key that actually signs. The signature
+        always comes from ``kid`` / ``alg`` as in :meth:`sign_raw`.
+        """
+        key, alg = self._resolve(kid, alg)
+        if header is None:
+            header = {"alg": alg, "kid": key.kid, "typ": "JWT"}
+        signing_input = _b64(_json_bytes(header)) + b"." + _b64(_json_bytes(claims))
+        signature = self._signature(key, alg, signing_input)
+        return (signing_input + b"." + _b64(signature)).decode("ascii")
+
+    @staticmethod
+    def _signature(key: _Key, alg: str, signing_input: bytes) -> bytes:
+        if alg == "none":
+            return b""
+        return JWSRegistry.algorithms[alg].sign(signing_input, key.key)
+
+    def _mint(
+        self,
+        claims: dict[str, Any],
+        extra: Mapping[str, Any] | None,
+        *,
+        typ: str | None,
+        kid: str | None,
+        alg: str | None,
+    ) -> str:
+        for name, value in (extra or {}).items():
+            if value is None:
+                claims.pop(name, None)
+            else:
+                claims[name] = value
+        key, alg = self._resolve(kid, alg)
+        header = {"alg": alg, "kid": key.kid}
+        if typ is not None:
+            header["typ"] = typ
+        return self.sign(claims, header, kid=key.kid, alg=alg)
+
+    def _iat(self, iat: int | None) -> int:
+        return int(self.clock()) if iat is None else iat
+
+    # -- tokens -----------------------------------------------------------------
+
+    def access_token(
+        self,
+        sub: str = "u1",
+        *,
+        organizations: Sequence[Mapping[str, Any]] | None = None,
+        projects: Sequence[Mapping[str, Any]] | None = None,
+        scope: str | None = "openid profile",
+        sid: str | None = None,
+        ttl: int = 300,
+        iat: int | None = None,
+        extra: Mapping[str, Any] | None = None,
+        alg: str | None = None,
+        kid: str | None = None,
+        audience: str | Sequence[str] | None = None,
+        typ: str | None = "at+jwt",
+    ) -> str:
+        """Mint an access token.
+
+        Claims: ``iss``, ``sub``, ``aud``, ``iat`` (the clock unless given),
+        ``exp = iat + ttl``, a random ``jti``, ``sid`` when given, ``scope`` unless
+        None, ``organizations`` ``[{id, slug, name, role}]`` and ``projects``
+        ``[{id, slug, organizationId}]`` (both default ``[]``). ``extra`` is merged
+        last; a None value removes that claim. ``kid`` / ``alg`` pick the key and
+        algorithm as in :meth:`sign_raw`; ``typ=None`` leaves ``typ`` out of the header.
+        """
+        now = self._iat(iat)
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "sub": sub,
+            "aud": _audience(self.audience if audience is None else audience),
+            "iat": now,
+            "exp": now + ttl,
+            "jti": secrets.token_urlsafe(16),
+        }
+        if sid is not None:
+            claims["sid"] = sid
+        if scope is not None:
+            claims["scope"] = scope
+        claims["organizations"] = [dict(org) for org in organizations or ()]
+        claims["projects"] = [dict(project) for project in projects or ()]
+        return self._mint(claims, extra, typ=typ, kid=kid, alg=alg)
+
+    def id_token(
+        self,
+        sub: str = "u1",
+        *,
+        email: str | None = "a@example.com",
+        email_verified: bool | None = True,
+        name: str | None = "Ada Lovelace",
+        picture: str | None = None,
+        nonce: str | None = None,
+        sid: str | None = None,
+        ttl: int = 300,
+        iat: int | None = None,
+        audience: str | Sequence[str] | None = None,
+        azp: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+        alg: str | None = None,
+        kid: str | None = None,
+        typ: str | None = "JWT",
+    ) -> str:
+        """Mint an ID token (header ``typ: JWT``).
+
+        Claims: ``iss``, ``sub``, ``aud`` (default ``client_id``; may be a list),
+        ``iat``, ``exp``, and ``email``, ``email_verified``, ``name``, ``picture``,
+        ``nonce``, ``sid``, ``azp`` when not None. ``extra``, ``kid`` and ``alg`` as
+        in :meth:`access_token`.
+        """
+        now = self._iat(iat)
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "sub": sub,
+            "aud": _audience(self.client_id if audience is None else audience),
+            "iat": now,
+            "exp": now + ttl,
+        }
+        optional = {
+            "email": email,
+            "email_verified": email_verified,
+            "name": name,
+            "picture": picture,
+            "nonce": nonce,
+            "sid": sid,
+            "azp": azp,
+        }
+        claims.update({k: v for k, v in optional.items() if v is not None})
+        return self._mint(claims, extra, typ=typ, kid=kid, alg=alg)
+
+    # -- HTTP -------------------------------------------------------------------
+
+    def discovery(self) -> dict[str, Any]:
+        """The OpenID Provider metadata served at ``/.well-known/openid-configuration``."""
+        base = self.issuer.rstrip("/")
+        return {
+            "issuer": self.issuer,
+            "jwks_uri": f"{base}/jwks",
+            "authorization_endpoint": f"{base}/authorize",
+            "token_endpoint": f"{base}/token",
+            "revocation_endpoint": f"{base}/revoke",
+            "end_session_endpoint": f"{base}/logout",
+            "id_token_signing_alg_values_supported": list(dict.fromkeys(k.alg for k in self._keys)),
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "code_challenge_methods_supported": ["S256"],
+            "grant_types_supported": ["authorization_code", "refresh_token"],
+        }
+
+    def routes(self) -> list[BaseRoute]:
+        """The app's routes; extend this list to serve more endpoints."""
+        return [
+            Route("/.well-known/openid-configuration", self._discovery_endpoint, methods=["GET"]),
+            Route("/jwks", self._jwks_endpoint, methods=["GET"]),
+        ]
+
+    async def _discovery_endpoint(self, request: Request) -> JSONResponse:
+        self.stats.discovery_requests += 1
+        return JSONResponse(self.discovery())
+
+    async def _jwks_endpoint(self, request: Request) -> JSONResponse:
+        self.stats.jwks_requests += 1
+        return JSONResponse(self.jwks())
+
+    @classmethod
+    @contextmanager
+    def serve(
+        cls,
+        port: int = 0,
+        *,
+        host: str = "127.0.0.1",
+        timeout: float = 10.0,
+        **kwargs: Any,
+    ) -> Iterator[DevIssuer]:
+        """Run a DevIssuer on a real uvicorn server in a background thread.
+
+        The socket is bound first (``port=0`` picks any free port), so the issuer
+        URL is known before the issuer exists: ``http://{host}:{port}``. ``kwargs``
+        go to the constructor (everything but ``issuer``). Waits up to ``timeout``
+        seconds for start-up and again for shutdown on exit.
+        """
+        if "issuer" in kwargs:
+            raise TypeError("serve() derives the issuer URL from the bound socket")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            issuer = cls(issuer=f"http://{host}:{sock.getsockname()[1]}", **kwargs)
+            config = uvicorn.Config(issuer.app, log_level="warning", lifespan="off")
+            server = uvicorn.Server(config)
+            thread = threading.Thread(
+                target=server.run, kwargs={"sockets": [sock]}, name="dev-issuer", daemon=True
+            )
+            thread.start()
+            try:
+                deadline = time.monotonic() + timeout
+                while not server.started:
+                    if not thread.is_alive() or time.monotonic() > deadline:
+                        raise RuntimeError(f"DevIssuer server did not start on {issuer.url}")
+                    time.sleep(0.01)
+                yield issuer
+            finally:
+                server.should_exit = True
+                thread.join(timeout)
+                if thread.is_alive():
+                    server.force_exit = True
+                    thread.join(timeout)
+        finally:
+            sock.close()

@@ -1,0 +1,361 @@
+"""Verify a compact JWS, then validate its claims (RFC 8725).
+
+Two steps, like joserfc's ``jwt.decode`` then ``JWTClaimsRegistry``:
+
+1. :func:`verify_jws` checks the serialization and the signature and returns
+   the header and the raw payload. Compact serialization only; a size cap
+   before any parsing; strict base64url; header duplicates refused; ``none``
+   refused; ``jku``/``x5u``/``x5c``/``jwk`` never followed (refused);
+   unknown ``crit`` and ``b64=false`` refused; the key and its one algorithm
+   come from the :class:`~verifier.keys.KeyStore`, never from the token.
+2. :class:`TokenVerifier` validates claims with an injected clock: exact
+   issuer, audience, numeric dates, leeway, token type and audience
+   separation between access and ID tokens.
+
+This is the hot path: it does no I/O and parses each segment once.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import math
+import time
+from base64 import urlsafe_b64decode
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from .errors import (
+    AlgorithmNotAllowed,
+    AudienceMismatch,
+    ClaimsInvalid,
+    HeaderInvalid,
+    IdTokenMismatch,
+    IssuedInFuture,
+    IssuerMismatch,
+    SignatureInvalid,
+    TokenExpired,
+    TokenMalformed,
+    TokenMissing,
+    TokenNotYetValid,
+    TokenTooLarge,
+    TokenTypeInvalid,
+)
+from .keys import KeyStore
+from .session import Session
+
+if TYPE_CHECKING:
+    from .config import AppConfig, ClaimsSettings
+
+__all__ = ["Clock", "TokenVerifier", "verify_jws"]
+
+Clock = Callable[[], float]
+
+_B64URL = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_B64_INDEX = {char: index for index, char in enumerate(_B64URL.decode())}
+# Header parameters that point at keys elsewhere: never followed, refused.
+_KEY_REFERENCES = ("jku", "x5u", "x5c", "jwk")
+_ID_TOKEN_ONLY = ("nonce", "at_hash", "c_hash")
+
+
+def _b64url(segment: str, what: str) -> bytes:
+    """Strict unpadded base64url: alphabet, length and unused bits."""
+    if not segment:
+        raise TokenMalformed(f"the {what} segment is empty")
+    raw = segment.encode("ascii")
+    if raw.translate(None, _B64URL):
+        raise TokenMalformed(f"the {what} segment is not base64url")
+    remainder = len(raw) % 4
+    if remainder == 1:
+        raise TokenMalformed(f"the {what} segment has an impossible length")
+    # Non-zero unused bits would let two strings decode to the same bytes.
+    if remainder and _B64_INDEX[segment[-1]] & (0x0F if remainder == 2 else 0x03):
+        raise TokenMalformed(f"the {what} segment is not canonical base64url")
+    try:
+        return urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
+    except (binascii.Error, ValueError) as exc:  # pragma: no cover - alphabet checked above
+        raise TokenMalformed(f"the {what} segment is not base64url") from exc
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in result:
+            raise TokenMalformed("the header has duplicate members", member=name[:32])
+        result[name] = value
+    return result
+
+
+def _parse_header(raw: bytes) -> dict[str, Any]:
+    try:
+        header = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise TokenMalformed("the header is not JSON") from exc
+    if not isinstance(header, dict):
+        raise TokenMalformed("the header is not a JSON object")
+    # orjson keeps the last of duplicate members. A member name can only repeat
+    # if its quoted form appears twice, or if it is written with escapes; only
+    # then pay for the exact check.
+    text = raw.decode("utf-8")
+    if "\\" in text or any(text.count(f'"{name}"') > 1 for name in header):
+        try:
+            header = dict(json.loads(text, object_pairs_hook=_refuse_duplicates))
+        except ValueError as exc:
+            raise TokenMalformed("the header is not valid JSON") from exc
+    return header
+
+
+def _check_header(header: Mapping[str, Any]) -> tuple[str, str | None]:
+    alg = header.get("alg")
+    if not isinstance(alg, str):
+        raise HeaderInvalid('the header has no string "alg"')
+    if alg.lower() == "none":
+        raise AlgorithmNotAllowed('algorithm "none" is never allowed', alg="none")
+    for name in _KEY_REFERENCES:
+        if name in header:
+            raise HeaderInvalid(f'the "{name}" header is never followed', member=name)
+    if "crit" in header:
+        # We understand no extension, so any critical one is unknown (RFC 7515 §4.1.11).
+        raise HeaderInvalid('the header names "crit" extensions we do not support')
+    if "b64" in header and header["b64"] is not True:
+        raise HeaderInvalid('"b64": false (RFC 7797) is not supported')
+    kid = header.get("kid")
+    if kid is not None and not isinstance(kid, str):
+        raise HeaderInvalid('"kid" is not a string')
+    typ = header.get("typ")
+    if typ is not None and not isinstance(typ, str):
+        raise HeaderInvalid('"typ" is not a string')
+    return alg, kid
+
+
+def verify_jws(
+    token: str | bytes, keys: KeyStore, *, max_bytes: int = 8192
+) -> tuple[dict[str, Any], bytes]:
+    """Verify a compact JWS and return ``(header, payload bytes)``.
+
+    Raises a :class:`~verifier.errors.TokenError` subclass; the message never
+    contains the token.
+    """
+    if isinstance(token, bytes | bytearray):
+        try:
+            token = bytes(token).decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise TokenMalformed("the token is not ASCII") from exc
+    if not isinstance(token, str):
+        raise TokenMalformed("the token is not a string")
+    if not token:
+        raise TokenMissing()
+    if len(token) > max_bytes:
+        raise TokenTooLarge(size=len(token), limit=max_bytes)
+    if not token.isascii():
+        raise TokenMalformed("the token is not ASCII")
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise TokenMalformed(f"a compact JWS has 3 segments, this token has {len(parts)}")
+    header_b64, payload_b64, signature_b64 = parts
+
+    header = _parse_header(_b64url(header_b64, "header"))
+    alg, kid = _check_header(header)
+    payload = _b64url(payload_b64, "payload")
+    signature = _b64url(signature_b64, "signature")
+    key = keys.key_for(kid, alg)
+    signing_input = token[: len(header_b64) + 1 + len(payload_b64)].encode("ascii")
+    if not key.verify(signing_input, signature):
+        raise SignatureInvalid(kid=key.kid, alg=key.alg)
+    return header, payload
+
+
+def _load_claims(payload: bytes) -> dict[str, Any]:
+    try:
+        claims = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise TokenMalformed("the payload is not JSON") from exc
+    if not isinstance(claims, dict):
+        raise TokenMalformed("the payload is not a JSON object")
+    return claims
+
+
+def _numeric_date(claims: Mapping[str, Any], name: str, *, required: bool) -> float | None:
+    value = claims.get(name)
+    if value is None:
+        if required or name in claims:
+            raise ClaimsInvalid(f'the "{name}" claim is required', claim=name)
+        return None
+    # bool is an int subclass; NaN and infinities are not dates.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ClaimsInvalid(f'the "{name}" claim is not a NumericDate', claim=name)
+    return float(value)
+
+
+def _is_at_jwt(typ: object) -> bool:
+    if not isinstance(typ, str):
+        return False
+    typ = typ.lower()
+    return typ.removeprefix("application/") == "at+jwt"
+
+
+def _audiences(claims: Mapping[str, Any]) -> list[str]:
+    aud = claims.get("aud")
+    if aud is None:
+        raise AudienceMismatch('the token has no "aud" claim')
+    if isinstance(aud, str):
+        return [aud]
+    if isinstance(aud, list) and aud and all(isinstance(item, str) for item in aud):
+        return aud
+    raise ClaimsInvalid('the "aud" claim is neither a string nor a list of strings', claim="aud")
+
+
+class TokenVerifier:
+    """Verifies access and ID tokens against baked keys; no I/O.
+
+    Build it with :meth:`from_config`. ``now`` is the clock (seconds since
+    the epoch); tests inject a fixed one.
+    """
+
+    def __init__(
+        self,
+        keys: KeyStore,
+        *,
+        issuer: str,
+        audiences: tuple[str, ...],
+        client_id: str | None = None,
+        leeway: float = 30.0,
+        max_token_bytes: int = 8192,
+        require_at_jwt: bool = False,
+        access_claim: str | None = None,
+        claim_names: ClaimsSettings | None = None,
+        now: Clock = time.time,
+    ) -> None:
+        self.keys = keys
+        self.issuer = issuer
+        self.audiences = frozenset(audiences)
+        self.client_id = client_id
+        self.leeway = leeway
+        self.max_token_bytes = max_token_bytes
+        self.require_at_jwt = require_at_jwt
+        self.access_claim = access_claim
+        self.claim_names = claim_names
+        self.now = now
+
+    @classmethod
+    def from_config(
+        cls, config: AppConfig, *, keys: KeyStore | None = None, now: Clock = time.time
+    ) -> TokenVerifier:
+        """A verifier over the baked keys of ``config`` (no I/O)."""
+        auth = config.auth
+        return cls(
+            keys if keys is not None else KeyStore.from_config(config),
+            issuer=auth.issuer,
+            audiences=auth.audiences,
+            client_id=auth.client_id,
+            leeway=auth.leeway,
+            max_token_bytes=auth.max_token_bytes,
+            require_at_jwt=auth.require_at_jwt,
+            access_claim=auth.access_claim,
+            claim_names=config.claims,
+            now=now,
+        )
+
+    # -- access tokens -------------------------------------------------------
+
+    def verify_access(self, token: str | bytes, *, check_expiry: bool = True) -> dict[str, Any]:
+        """Verify an access token and return its claims, or raise.
+
+        ``check_expiry=False`` is for refresh decisions only (the signature
+        and every other claim are still checked).
+        """
+        header, payload = verify_jws(token, self.keys, max_bytes=self.max_token_bytes)
+        claims = _load_claims(payload)
+        self._check_access_type(header, claims)
+        self._check_common(claims, check_expiry=check_expiry)
+        if not self.audiences.intersection(_audiences(claims)):
+            raise AudienceMismatch()
+        return claims
+
+    def _check_access_type(self, header: Mapping[str, Any], claims: Mapping[str, Any]) -> None:
+        if any(name in claims for name in _ID_TOKEN_ONLY):
+            raise TokenTypeInvalid("an ID token is not an access token")
+        if self.require_at_jwt and not _is_at_jwt(header.get("typ")):
+            raise TokenTypeInvalid('access tokens must have "typ": "at+jwt"')
+        if self.access_claim and self.access_claim not in claims:
+            raise TokenTypeInvalid(f'access tokens must carry the "{self.access_claim}" claim')
+
+    def _check_common(self, claims: Mapping[str, Any], *, check_expiry: bool) -> None:
+        if claims.get("iss") != self.issuer:
+            raise IssuerMismatch()
+        now = self.now()
+        exp = _numeric_date(claims, "exp", required=True)
+        nbf = _numeric_date(claims, "nbf", required=False)
+        iat = _numeric_date(claims, "iat", required=False)
+        assert exp is not None
+        if check_expiry and now >= exp + self.leeway:
+            raise TokenExpired(expired_at=exp)
+        if nbf is not None and now + self.leeway < nbf:
+            raise TokenNotYetValid(not_before=nbf)
+        if iat is not None and iat > now + self.leeway:
+            raise IssuedInFuture(issued_at=iat)
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub:
+            raise ClaimsInvalid('the "sub" claim must be a non-empty string', claim="sub")
+        sid = claims.get("sid")
+        if sid is not None and not isinstance(sid, str):
+            raise ClaimsInvalid('the "sid" claim must be a string', claim="sid")
+
+    # -- ID tokens -----------------------------------------------------------
+
+    def verify_id(
+        self,
+        token: str | bytes,
+        *,
+        access_claims: Mapping[str, Any] | None = None,
+        nonce: str | None = None,
+    ) -> dict[str, Any]:
+        """Verify an ID token that accompanies ``access_claims``.
+
+        Signature, issuer, audience (``client_id``; ``azp`` when there are
+        several audiences), ``sub`` and ``sid`` are checked; its ``exp`` is not
+        (the ID token proves the login, the access token carries the session).
+        """
+        header, payload = verify_jws(token, self.keys, max_bytes=self.max_token_bytes)
+        claims = _load_claims(payload)
+        if _is_at_jwt(header.get("typ")):
+            raise TokenTypeInvalid("an access token is not an ID token")
+        if claims.get("iss") != self.issuer:
+            raise IssuerMismatch()
+        for name in ("exp", "iat"):
+            _numeric_date(claims, name, required=False)
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub:
+            raise ClaimsInvalid('the "sub" claim must be a non-empty string', claim="sub")
+        self._check_id_audience(claims)
+        if nonce is not None and claims.get("nonce") != nonce:
+            raise IdTokenMismatch("the ID token nonce does not match the login")
+        if access_claims is not None:
+            if access_claims.get("sub") != sub:
+                raise IdTokenMismatch("the ID token is for another subject")
+            sid, access_sid = claims.get("sid"), access_claims.get("sid")
+            if sid is not None and access_sid is not None and sid != access_sid:
+                raise IdTokenMismatch("the ID token is for another session")
+        return claims
+
+    def _check_id_audience(self, claims: Mapping[str, Any]) -> None:
+        if self.client_id is None:
+            raise AudienceMismatch("auth.client_id is not set, so ID tokens cannot be checked")
+        audiences = _audiences(claims)
+        if self.client_id not in audiences:
+            raise AudienceMismatch("the ID token is not for this client")
+        azp = claims.get("azp")
+        if len(audiences) > 1 and azp is None:
+            raise AudienceMismatch('an ID token with several audiences must carry "azp"')
+        if azp is not None and azp != self.client_id:
+            raise AudienceMismatch('the ID token "azp" is another client')
+
+    # -- sessions ------------------------------------------------------------
+
+    def session(self, access_token: str | bytes, id_token: str | bytes | None = None) -> Session:
+        """Verify the pair and build the :class:`~verifier.session.Session`."""
+        access = self.verify_access(access_token)
+        id_claims = self.verify_id(id_token, access_claims=access) if id_token else None
+        return Session.from_claims(access, id_claims, names=self.claim_names)
