@@ -132,7 +132,7 @@ class Session(AuthCredentials):
 
     def __repr__(self) -> str:
         slugs = [org.slug for org in self.organizations]
-        return f"Session(user={self.user.id!r}, organizations={slugs!r}, expires_at={self.expires_at})"
+        return f"Session(user={self.user.id!r}, organizations={slugs!r}, exp={self.expires_at})"
 
     @property
     def scope_set(self) -> frozenset[str]:
