@@ -3,11 +3,13 @@
 from .config import AppConfig
 from .errors import VerifierError
 from .keys import KeyStore
+from .middleware import JWTSessionMiddleware, get_session
 from .session import Organization, Project, Session, User
 from .tokens import TokenVerifier
 
 __all__ = [
     "AppConfig",
+    "JWTSessionMiddleware",
     "KeyStore",
     "Organization",
     "Project",
@@ -15,4 +17,5 @@ __all__ = [
     "TokenVerifier",
     "User",
     "VerifierError",
+    "get_session",
 ]

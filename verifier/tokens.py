@@ -49,7 +49,7 @@ from .session import Session
 if TYPE_CHECKING:
     from .config import AppConfig, ClaimsSettings
 
-__all__ = ["Clock", "TokenVerifier", "verify_jws"]
+__all__ = ["Clock", "TokenVerifier", "unverified_header", "verify_jws"]
 
 Clock = Callable[[], float]
 
@@ -128,6 +128,18 @@ def _check_header(header: Mapping[str, Any]) -> tuple[str, str | None]:
     if typ is not None and not isinstance(typ, str):
         raise HeaderInvalid('"typ" is not a string')
     return alg, kid
+
+
+def unverified_header(token: str) -> dict[str, Any]:
+    """The header of a compact JWS, parsed strictly but NOT verified.
+
+    For choosing a key to fetch; never trust what it returns.
+    """
+    if len(token) > 65536 or not token.isascii() or token.count(".") != 2:
+        raise TokenMalformed("the token is not a compact JWS")
+    header = _parse_header(_b64url(token.partition(".")[0], "header"))
+    _check_header(header)
+    return header
 
 
 def verify_jws(

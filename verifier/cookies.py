@@ -1,0 +1,209 @@
+"""Read and write the token cookies.
+
+Tokens can outgrow a browser's ~4 KB cookie limit (organizations and
+projects live in the claims), so a long value is split into chunks
+``name.0``, ``name.1``, … of at most :data:`CHUNK_SIZE` characters, up to
+``cookies.max_chunks``. Writing a value clears the chunks (or the unchunked
+cookie) a previous, differently sized value left behind.
+
+Every cookie is HttpOnly with the configured SameSite, Path, Domain and
+Max-Age. ``Secure`` follows ``cookies.secure``: ``auto`` turns it on unless
+the request is plain http to a loopback host (local development), reading the
+scheme uvicorn reports, so ``--proxy-headers`` behind TLS keeps it. Secure
+cookies without a Domain get the ``__Host-`` prefix (``host_prefix=auto``),
+which browsers only accept from a secure origin for the exact host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from http.cookies import SimpleCookie
+from typing import Literal
+
+from starlette.types import Scope
+
+from .config import CookiesSettings
+
+__all__ = [
+    "CHUNK_SIZE",
+    "CookieJar",
+    "TokenSet",
+    "is_loopback_host",
+    "parse_cookie_header",
+    "request_host",
+    "request_is_secure",
+]
+
+#: Characters per chunk: leaves room for the name and attributes under 4096.
+CHUNK_SIZE = 3800
+TokenKind = Literal["access", "id", "refresh"]
+_KINDS: tuple[TokenKind, ...] = ("access", "id", "refresh")
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSet:
+    """Tokens as carried by cookies (any may be missing)."""
+
+    access: str | None = None
+    id: str | None = None
+    refresh: str | None = None
+
+    def __repr__(self) -> str:
+        # Never show token values.
+        present = [kind for kind in _KINDS if getattr(self, kind)]
+        return f"TokenSet(present={present!r})"
+
+
+def parse_cookie_header(value: str) -> dict[str, str]:
+    """Cookie pairs, first occurrence winning, without SimpleCookie's quirks."""
+    cookies: dict[str, str] = {}
+    for chunk in value.split(";"):
+        name, sep, val = chunk.partition("=")
+        name = name.strip()
+        if sep and name and name not in cookies:
+            cookies[name] = val.strip()
+    return cookies
+
+
+def request_host(scope: Scope) -> str:
+    """The Host header (lower case), or the server address."""
+    for name, value in scope.get("headers", ()):
+        if name == b"host":
+            return str(value.decode("latin-1").strip().lower())
+    server = scope.get("server")
+    if server:
+        host, port = server
+        return f"{host}:{port}" if port else str(host)
+    return ""
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost``, ``*.localhost``, 127.0.0.0/8 and ``[::1]``, any port."""
+    if host.startswith("["):
+        hostname = host[1 : host.find("]")] if "]" in host else host
+    else:
+        hostname = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    hostname = hostname.rstrip(".")
+    return (
+        hostname in ("localhost", "::1")
+        or hostname.endswith(".localhost")
+        or hostname.startswith("127.")
+    )
+
+
+def request_is_secure(scope: Scope, mode: str) -> bool:
+    """Whether cookies for this request get ``Secure``."""
+    if mode == "always":
+        return True
+    if mode == "never":
+        return False
+    scheme = scope.get("scheme", "http")
+    return scheme in ("https", "wss") or not is_loopback_host(request_host(scope))
+
+
+class CookieJar:
+    """Names, reading and ``Set-Cookie`` values for the token cookies."""
+
+    def __init__(self, settings: CookiesSettings) -> None:
+        self.settings = settings
+
+    def names(self, *, secure: bool) -> dict[TokenKind, str]:
+        prefix = self._prefix(secure)
+        s = self.settings
+        return {"access": prefix + s.access, "id": prefix + s.id, "refresh": prefix + s.refresh}
+
+    def _prefix(self, secure: bool) -> str:
+        s = self.settings
+        # Browsers accept __Host- only when Secure, without Domain and with Path=/.
+        use = secure and s.domain is None and s.path == "/" and s.host_prefix == "auto"
+        return "__Host-" if use else ""
+
+    def is_token_cookie(self, name: str) -> bool:
+        """Any token cookie or chunk, with or without the ``__Host-`` prefix."""
+        base = name.removeprefix("__Host-")
+        stem, dot, index = base.rpartition(".")
+        if dot and index.isdigit():
+            base = stem
+        s = self.settings
+        return base in (s.access, s.id, s.refresh)
+
+    def read(self, cookies: Mapping[str, str], *, secure: bool) -> TokenSet:
+        """The tokens in the request's cookies (chunks joined)."""
+        names = self.names(secure=secure)
+        return TokenSet(**{kind: self._read_one(cookies, names[kind]) for kind in _KINDS})
+
+    def _read_one(self, cookies: Mapping[str, str], name: str) -> str | None:
+        if name in cookies:
+            return cookies[name] or None
+        parts: list[str] = []
+        for index in range(self.settings.max_chunks):
+            part = cookies.get(f"{name}.{index}")
+            if part is None:
+                break
+            parts.append(part)
+        # A chunk after a gap means a torn write: the joined value would be wrong.
+        if any(f"{name}.{i}" in cookies for i in range(len(parts) + 1, self.settings.max_chunks)):
+            return None
+        return "".join(parts) or None
+
+    def set_cookies(
+        self,
+        tokens: TokenSet,
+        *,
+        secure: bool,
+        present: Iterable[str] = (),
+        clear_missing: bool = False,
+    ) -> list[str]:
+        """``Set-Cookie`` values that store ``tokens``.
+
+        ``present`` is the cookie names the request carried, so stale chunks
+        are cleared. With ``clear_missing`` a kind with no token is cleared.
+        Raises ``ValueError`` when a token needs more than ``max_chunks``.
+        """
+        present = set(present)
+        names = self.names(secure=secure)
+        headers: list[str] = []
+        for kind in _KINDS:
+            value = getattr(tokens, kind)
+            name = names[kind]
+            if value is None:
+                if clear_missing:
+                    headers += self._clear(name, present, keep=set(), secure=secure)
+                continue
+            pieces = [value[i : i + CHUNK_SIZE] for i in range(0, len(value), CHUNK_SIZE)]
+            if len(pieces) > self.settings.max_chunks:
+                raise ValueError(f"the {kind} token needs more than cookies.max_chunks chunks")
+            written = [name] if len(pieces) == 1 else [f"{name}.{i}" for i in range(len(pieces))]
+            max_age = int(self.settings.refresh_max_age)
+            for cookie_name, piece in zip(written, pieces, strict=True):
+                headers.append(self._header(cookie_name, piece, max_age=max_age, secure=secure))
+            headers += self._clear(name, present, keep=set(written), secure=secure)
+        return headers
+
+    def clear_cookies(self, *, secure: bool, present: Iterable[str] = ()) -> list[str]:
+        """``Set-Cookie`` values that delete every token cookie and chunk."""
+        return self.set_cookies(TokenSet(), secure=secure, present=present, clear_missing=True)
+
+    def _clear(self, name: str, present: set[str], *, keep: set[str], secure: bool) -> list[str]:
+        candidates = {name, *(f"{name}.{i}" for i in range(self.settings.max_chunks))}
+        stale = sorted((candidates & present) - keep)
+        if not keep and not stale:
+            # Clearing blind: the browser may hold it even if this request did not show it.
+            stale = [name]
+        return [self._header(cookie, "", max_age=0, secure=secure) for cookie in stale]
+
+    def _header(self, name: str, value: str, *, max_age: int, secure: bool) -> str:
+        s = self.settings
+        cookie: SimpleCookie = SimpleCookie()
+        cookie[name] = value
+        morsel = cookie[name]
+        morsel["path"] = s.path
+        morsel["max-age"] = max_age
+        morsel["httponly"] = True
+        morsel["samesite"] = s.same_site.capitalize()
+        if s.domain:
+            morsel["domain"] = s.domain
+        if secure or s.same_site == "none":
+            morsel["secure"] = True
+        return morsel.OutputString()

@@ -1,0 +1,264 @@
+"""JWTSessionMiddleware: authenticate every request from signed claims.
+
+A pure ASGI middleware. Per request it
+
+1. cleans the request (on every path): identity headers a client could
+   spoof are removed, token cookies are removed from the ``Cookie`` header the
+   inner app sees (unless ``cookies.forward``), query-string tokens are never
+   read;
+2. refuses cookie-authenticated unsafe methods that are not same-origin
+   (403 ``csrf_rejected``);
+3. outside ``http.exclude_paths``, verifies the access token (Bearer header
+   first, else cookies) and the ID token against the baked keys and puts the
+   :class:`~verifier.session.Session` in ``scope["auth"]`` and its user in
+   ``scope["user"]``; anonymous callers get Starlette's placeholders.
+
+Bad credentials make a page request anonymous; under ``http.api_prefixes``,
+or whenever a Bearer header was used, they answer 401 (503 for
+``keys_stale``) with RFC 6750 ``WWW-Authenticate``. ``on_error`` replaces that
+response. Nothing here calls the issuer, unless a token names a kid the bake
+lacks and the remote key layer is enabled.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+from starlette.authentication import AuthCredentials, UnauthenticatedUser
+from starlette.requests import HTTPConnection
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .config import AppConfig
+from .cookies import CookieJar, parse_cookie_header, request_host, request_is_secure
+from .errors import CSRFRejected, KeyNotFound, VerifierError
+from .keys import VerificationKey
+from .session import Session
+from .stats import MiddlewareStats
+from .tokens import TokenVerifier, unverified_header
+
+__all__ = ["JWTSessionMiddleware", "OnError", "error_response", "get_session"]
+
+logger = logging.getLogger("jwtedge")
+
+OnError = Callable[[HTTPConnection, VerifierError], Response]
+
+_UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_SPOOFABLE_PREFIXES = (b"x-auth-",)
+_SPOOFABLE_HEADERS = frozenset({b"x-user-id", b"x-forwarded-user"})
+
+
+class RemoteKeyLayer(Protocol):
+    """The remote layer's async lookup (see :mod:`verifier.keys`)."""
+
+    async def key_for(self, kid: str | None, alg: str) -> VerificationKey: ...
+
+
+def error_response(exc: VerifierError) -> Response:
+    """The API answer for a refused credential: JSON plus RFC 6750 header."""
+    headers = {}
+    if exc.status == 401 or exc.error == "insufficient_scope":
+        headers["WWW-Authenticate"] = f'Bearer error="{exc.error}"'
+    headers["Cache-Control"] = "no-store"
+    return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
+
+
+def get_session(conn: HTTPConnection) -> Session | None:
+    """The request's session, or ``None`` when anonymous.
+
+    Raises ``RuntimeError`` when ``JWTSessionMiddleware`` is not installed.
+    """
+    if "auth" not in conn.scope:
+        raise RuntimeError("JWTSessionMiddleware must be installed to read the session")
+    auth = conn.scope["auth"]
+    return auth if isinstance(auth, Session) else None
+
+
+def _path_matches(path: str, prefixes: list[str]) -> bool:
+    """Prefix match on whole segments: ``/static`` covers ``/static/x``, not ``/static-x``."""
+    for prefix in prefixes:
+        if prefix == "/" or path == prefix or path.startswith(prefix + "/"):
+            return True
+    return False
+
+
+def _origin_of(scope: Scope) -> str:
+    scheme = {"ws": "http", "wss": "https"}.get(scope.get("scheme", "http"), scope.get("scheme"))
+    host = request_host(scope)
+    default = {"http": ":80", "https": ":443"}.get(str(scheme), "")
+    if default and host.endswith(default):
+        host = host[: -len(default)]
+    return f"{scheme}://{host}"
+
+
+class _Request:
+    """What the middleware extracts from one request's headers."""
+
+    __slots__ = (
+        "bearer",
+        "cookie_names",
+        "cookies",
+        "headers",
+        "origin",
+        "sec_fetch_site",
+        "stripped",
+    )
+
+    def __init__(self, scope: Scope, jar: CookieJar, *, forward_cookies: bool) -> None:
+        self.bearer: str | None = None
+        self.origin: str | None = None
+        self.sec_fetch_site: str | None = None
+        self.cookies: dict[str, str] = {}
+        self.cookie_names: list[str] = []
+        headers: list[tuple[bytes, bytes]] = []
+        stripped = 0
+        for name, value in scope["headers"]:
+            if name.startswith(_SPOOFABLE_PREFIXES) or name in _SPOOFABLE_HEADERS:
+                stripped += 1
+                continue
+            if name == b"cookie":
+                kept = self._take_cookies(value.decode("latin-1"), jar, forward_cookies)
+                if kept:
+                    headers.append((name, kept.encode("latin-1")))
+                continue
+            if name == b"authorization" and self.bearer is None:
+                scheme, _, credentials = value.decode("latin-1").partition(" ")
+                if scheme.lower() == "bearer" and credentials.strip():
+                    self.bearer = credentials.strip()
+            elif name == b"origin":
+                self.origin = value.decode("latin-1")
+            elif name == b"sec-fetch-site":
+                self.sec_fetch_site = value.decode("latin-1").lower()
+            headers.append((name, value))
+        self.headers = headers
+        self.stripped = stripped
+
+    def _take_cookies(self, header: str, jar: CookieJar, forward: bool) -> str:
+        pairs = parse_cookie_header(header)
+        kept = []
+        for name, value in pairs.items():
+            if jar.is_token_cookie(name):
+                self.cookies[name] = value
+                self.cookie_names.append(name)
+                if not forward:
+                    continue
+            kept.append(f"{name}={value}")
+        return "; ".join(kept)
+
+
+class JWTSessionMiddleware:
+    """Authenticate ``http`` requests from signed claims; see the module doc.
+
+    ``config`` is required unless a ready ``verifier`` is passed.
+    ``on_error(conn, exc)`` replaces the 401/503 API response.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        config: AppConfig | None = None,
+        *,
+        verifier: TokenVerifier | None = None,
+        remote: RemoteKeyLayer | None = None,
+        on_error: OnError | None = None,
+        stats: MiddlewareStats | None = None,
+    ) -> None:
+        if config is None:
+            config = AppConfig()
+        self.app = app
+        self.config = config
+        self.verifier = verifier or TokenVerifier.from_config(config)
+        self.remote = remote
+        self.on_error: OnError = on_error or (lambda _conn, exc: error_response(exc))
+        self.stats = stats or MiddlewareStats()
+        self.jar = CookieJar(config.cookies)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+
+        http = self.config.http
+        request = _Request(scope, self.jar, forward_cookies=self.config.cookies.forward)
+        self.stats.headers_stripped += request.stripped
+        scope = {**scope, "headers": request.headers}
+        scope["auth"], scope["user"] = AuthCredentials(), UnauthenticatedUser()
+
+        if scope["type"] == "websocket":
+            # WebSocket authentication is not wired yet: pass through anonymous.
+            await self.app(scope, receive, send)
+            return
+
+        secure = request_is_secure(scope, self.config.cookies.secure)
+        tokens = self.jar.read(request.cookies, secure=secure)
+        cookie_auth = request.bearer is None and tokens.access is not None
+        if (
+            cookie_auth
+            and scope["method"] in _UNSAFE_METHODS
+            and not self._same_origin(scope, request)
+        ):
+            self.stats.csrf_rejected += 1
+            await self._reject(scope, receive, send, CSRFRejected(), force=True)
+            return
+
+        path = scope["path"]
+        if _path_matches(path, http.exclude_paths):
+            await self.app(scope, receive, send)
+            return
+
+        access: str | None = request.bearer or tokens.access
+        id_token = None if request.bearer is not None else tokens.id
+        if access is None:
+            self.stats.anonymous += 1
+            await self.app(scope, receive, send)
+            return
+
+        try:
+            session = await self._session(access, id_token)
+        except VerifierError as exc:
+            self.stats.rejected[exc.code] += 1
+            logger.debug("credentials refused: %s", exc.code)
+            if request.bearer is not None or _path_matches(path, http.api_prefixes):
+                await self._reject(scope, receive, send, exc)
+                return
+            self.stats.anonymous += 1
+            await self.app(scope, receive, send)
+            return
+
+        self.stats.authenticated += 1
+        scope["auth"], scope["user"] = session, session.user
+        await self.app(scope, receive, send)
+
+    async def _session(self, access: str, id_token: str | None) -> Session:
+        """Verify the pair; one remote key lookup when a kid is unknown."""
+        try:
+            return self.verifier.session(access, id_token)
+        except KeyNotFound:
+            if self.remote is None:
+                raise
+        # Only reached for an unknown kid with the remote layer on: find which
+        # token needs a key and let the layer fetch it (cooldown applies).
+        for token in (access, id_token):
+            if token is None:
+                continue
+            header = unverified_header(token)
+            kid, alg = header.get("kid"), header.get("alg")
+            if isinstance(alg, str) and (kid is None or isinstance(kid, str)):
+                try:
+                    self.verifier.keys.key_for(kid, alg)
+                except KeyNotFound:
+                    await self.remote.key_for(kid, alg)
+        return self.verifier.session(access, id_token)
+
+    def _same_origin(self, scope: Scope, request: _Request) -> bool:
+        if request.origin is not None:
+            return request.origin.lower() == _origin_of(scope)
+        return request.sec_fetch_site == "same-origin"
+
+    async def _reject(
+        self, scope: Scope, receive: Receive, send: Send, exc: VerifierError, *, force: bool = False
+    ) -> None:
+        response = self.on_error(HTTPConnection(scope), exc) if not force else error_response(exc)
+        await response(scope, receive, send)
