@@ -24,22 +24,30 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from starlette.authentication import AuthCredentials, UnauthenticatedUser
+from starlette.datastructures import MutableHeaders
 from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .config import AppConfig
-from .cookies import CookieJar, parse_cookie_header, request_host, request_is_secure
-from .errors import CSRFRejected, KeyNotFound, VerifierError
+from .cookies import (
+    CookieJar,
+    TokenSet,
+    parse_cookie_header,
+    request_host,
+    request_is_secure,
+)
+from .errors import CSRFRejected, KeyNotFound, RefreshFailed, TokenExpired, VerifierError
 from .keys import VerificationKey
+from .refresh import InProcessRefresher, Refresher
 from .session import Session
 from .stats import MiddlewareStats
 from .tokens import TokenVerifier, unverified_header
 
-__all__ = ["JWTSessionMiddleware", "OnError", "error_response", "get_session"]
+__all__ = ["JWTSessionMiddleware", "OnError", "error_response", "get_session", "refresh_now"]
 
 logger = logging.getLogger("jwtedge")
 
@@ -148,6 +156,94 @@ class _Request:
         return "; ".join(kept)
 
 
+_CONTEXT_KEY = "jwtedge.context"
+
+
+class _Context:
+    """Per-request refresh state: the cookies to set on the response."""
+
+    __slots__ = ("middleware", "present", "secure", "set_cookies", "tokens")
+
+    def __init__(
+        self,
+        middleware: JWTSessionMiddleware,
+        tokens: TokenSet,
+        *,
+        secure: bool,
+        present: list[str],
+    ) -> None:
+        self.middleware = middleware
+        self.tokens = tokens
+        self.secure = secure
+        self.present = present
+        self.set_cookies: list[str] = []
+
+    def wrap(self, send: Send) -> Send:
+        async def send_with_cookies(message: Message) -> None:
+            if message["type"] == "http.response.start" and self.set_cookies:
+                headers = MutableHeaders(scope=message)
+                for value in self.set_cookies:
+                    headers.append("set-cookie", value)
+                # A response that rotates credentials must never be cached.
+                headers["cache-control"] = "no-store"
+            await send(message)
+
+        return send_with_cookies
+
+    async def refresh(self, session: Session | None) -> Session | None:
+        """Refresh now; the new session, or ``session`` when it fails."""
+        middleware = self.middleware
+        refresher = middleware.refresher
+        assert refresher is not None
+        assert self.tokens.refresh is not None
+        proof = middleware.proof_for(self.tokens)
+        try:
+            result = await refresher.refresh(self.tokens.refresh, proof=proof)
+            new = TokenSet(
+                access=result.tokens.access,
+                id=result.tokens.id or self.tokens.id,
+                refresh=result.tokens.refresh or self.tokens.refresh,
+            )
+            assert new.access is not None
+            fresh = middleware.verifier.session(new.access, new.id)
+            self.set_cookies = middleware.jar.set_cookies(
+                new, secure=self.secure, present=self.present
+            )
+        except (VerifierError, ValueError) as exc:
+            code = exc.code if isinstance(exc, VerifierError) else "refresh_failed"
+            middleware.stats.refresh_failed[code] += 1
+            logger.info("refresh failed: %s", code)
+            reason = exc.context.get("reason") if isinstance(exc, VerifierError) else None
+            if session is None and reason == "invalid_grant":
+                self.set_cookies = middleware.jar.clear_cookies(
+                    secure=self.secure, present=self.present
+                )
+            return session
+        self.tokens = new
+        middleware.stats.refreshed += 1
+        return fresh
+
+
+async def refresh_now(conn: HTTPConnection) -> Session:
+    """Refresh the caller's tokens at once (after a change to their claims).
+
+    Goes through the same single flight as automatic refreshes; the response
+    carries the new cookies and ``conn.auth`` becomes the new session. Raises
+    :class:`~verifier.errors.RefreshFailed` when the request has no refresh
+    cookie (Bearer callers, excluded paths) or the refresh fails.
+    """
+    ctx = conn.scope.get(_CONTEXT_KEY)
+    if not isinstance(ctx, _Context):
+        if "auth" not in conn.scope:
+            raise RuntimeError("JWTSessionMiddleware must be installed to refresh")
+        raise RefreshFailed("this request carries no refresh cookie")
+    session = await ctx.refresh(None)
+    if session is None:
+        raise RefreshFailed("the issuer did not refresh the session")
+    conn.scope["auth"], conn.scope["user"] = session, session.user
+    return session
+
+
 class JWTSessionMiddleware:
     """Authenticate ``http`` requests from signed claims; see the module doc.
 
@@ -162,6 +258,7 @@ class JWTSessionMiddleware:
         *,
         verifier: TokenVerifier | None = None,
         remote: RemoteKeyLayer | None = None,
+        refresher: Refresher | None = None,
         on_error: OnError | None = None,
         stats: MiddlewareStats | None = None,
     ) -> None:
@@ -171,6 +268,9 @@ class JWTSessionMiddleware:
         self.config = config
         self.verifier = verifier or TokenVerifier.from_config(config)
         self.remote = remote
+        self.refresher: Refresher | None = refresher or InProcessRefresher.from_config(
+            config, self.verifier
+        )
         self.on_error: OnError = on_error or (lambda _conn, exc: error_response(exc))
         self.stats = stats or MiddlewareStats()
         self.jar = CookieJar(config.cookies)
@@ -193,7 +293,7 @@ class JWTSessionMiddleware:
 
         secure = request_is_secure(scope, self.config.cookies.secure)
         tokens = self.jar.read(request.cookies, secure=secure)
-        cookie_auth = request.bearer is None and tokens.access is not None
+        cookie_auth = request.bearer is None and (tokens.access or tokens.refresh) is not None
         if (
             cookie_auth
             and scope["method"] in _UNSAFE_METHODS
@@ -208,28 +308,68 @@ class JWTSessionMiddleware:
             await self.app(scope, receive, send)
             return
 
+        ctx: _Context | None = None
+        if (
+            self.refresher is not None
+            and request.bearer is None
+            and tokens.refresh is not None
+            and path != http.forward_auth_path
+        ):
+            # Only requests that could refresh pay for the context and send wrapper.
+            ctx = _Context(self, tokens, secure=secure, present=request.cookie_names)
+            scope[_CONTEXT_KEY] = ctx
+            send = ctx.wrap(send)
+
         access: str | None = request.bearer or tokens.access
         id_token = None if request.bearer is not None else tokens.id
-        if access is None:
-            self.stats.anonymous += 1
-            await self.app(scope, receive, send)
-            return
+        session: Session | None = None
+        error: VerifierError | None = None
+        if access is not None:
+            try:
+                session = await self._session(access, id_token)
+            except VerifierError as exc:
+                error = exc
+        if ctx is not None and self._refresh_due(access, session, error):
+            session = await ctx.refresh(session)
+            if session is not None:
+                error = None
 
-        try:
-            session = await self._session(access, id_token)
-        except VerifierError as exc:
-            self.stats.rejected[exc.code] += 1
-            logger.debug("credentials refused: %s", exc.code)
+        if error is not None:
+            self.stats.rejected[error.code] += 1
+            logger.debug("credentials refused: %s", error.code)
             if request.bearer is not None or _path_matches(path, http.api_prefixes):
-                await self._reject(scope, receive, send, exc)
+                await self._reject(scope, receive, send, error)
                 return
+        if session is None:
             self.stats.anonymous += 1
-            await self.app(scope, receive, send)
-            return
-
-        self.stats.authenticated += 1
-        scope["auth"], scope["user"] = session, session.user
+        else:
+            self.stats.authenticated += 1
+            scope["auth"], scope["user"] = session, session.user
         await self.app(scope, receive, send)
+
+    def _refresh_due(
+        self, access: str | None, session: Session | None, error: VerifierError | None
+    ) -> bool:
+        """Missing, expired, or expiring within ``refresh.skew`` (no leeway)."""
+        if access is None or isinstance(error, TokenExpired):
+            return True
+        if session is None:
+            return False
+        return session.expires_at - self.verifier.now() < self.config.refresh.skew
+
+    def proof_for(self, tokens: TokenSet) -> dict[str, Any] | None:
+        """Claims of the caller's own access or ID token, expiry ignored."""
+        if tokens.access:
+            try:
+                return self.verifier.verify_access(tokens.access, check_expiry=False)
+            except VerifierError:
+                pass
+        if tokens.id:
+            try:
+                return self.verifier.verify_id(tokens.id)
+            except VerifierError:
+                pass
+        return None
 
     async def _session(self, access: str, id_token: str | None) -> Session:
         """Verify the pair; one remote key lookup when a kid is unknown."""

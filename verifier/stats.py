@@ -25,6 +25,9 @@ class MiddlewareStats:
     csrf_rejected: int = 0
     #: Spoofed identity headers removed from requests.
     headers_stripped: int = 0
+    refreshed: int = 0
+    #: Failed refreshes, by error code.
+    refresh_failed: Counter[str] = field(default_factory=Counter)
 
     def snapshot(self) -> dict[str, object]:
         """A JSON-ready copy."""
@@ -36,4 +39,6 @@ class MiddlewareStats:
             "cache_misses": self.cache_misses,
             "csrf_rejected": self.csrf_rejected,
             "headers_stripped": self.headers_stripped,
+            "refreshed": self.refreshed,
+            "refresh_failed": dict(self.refresh_failed),
         }

@@ -1,0 +1,309 @@
+"""Refresh through the issuer's token endpoint: single flight, bounded grace.
+
+Rotating refresh tokens are single-use: an issuer that sees one spent twice
+revokes the whole family and logs the user out. Browsers race (tabs, parallel
+fetches), so the refresher
+
+- runs one flight per refresh token (keyed by its SHA-256, never the token)
+  and lets concurrent callers await it;
+- keeps the result for ``refresh.grace`` seconds and hands it only to
+  requests that carry the same old refresh token **and** a token whose
+  signature verifies (expiry ignored) for the same ``sub`` (and ``sid`` when
+  the issuer sets one), so a stolen old refresh token alone gets nothing;
+- never replays a spent refresh token to the issuer;
+- verifies the new tokens locally, requiring the old ``iss``, ``sub`` and
+  ``sid``, before anyone sees them.
+
+:class:`Refresher` is the interface; :class:`InProcessRefresher` coordinates
+one process. Several workers or replicas need a shared store behind the same
+interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+from urllib.parse import quote_plus
+
+import httpx2
+import orjson
+
+from .config import AppConfig
+from .cookies import TokenSet
+from .errors import RefreshFailed, VerifierError
+from .tokens import TokenVerifier
+
+__all__ = ["InProcessRefresher", "RefreshResult", "RefreshStats", "Refresher", "token_key"]
+
+logger = logging.getLogger("jwtedge.refresh")
+
+ClientAuth = Literal["client_secret_basic", "client_secret_post", "none"]
+#: How many spent refresh-token hashes are remembered (to never replay them).
+SPENT_MEMORY = 100_000
+
+
+def token_key(refresh_token: str) -> str:
+    """The only form in which a refresh token is stored or counted."""
+    return hashlib.sha256(refresh_token.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshResult:
+    """A verified new token set and its access claims."""
+
+    tokens: TokenSet
+    claims: Mapping[str, Any] = field(repr=False)
+
+    def __repr__(self) -> str:
+        return f"RefreshResult(sub={self.claims.get('sub')!r})"
+
+
+@dataclass
+class RefreshStats:
+    """Counters, keyed by outcome; never by token."""
+
+    calls: int = 0
+    ok: int = 0
+    failed: int = 0
+    joined: int = 0
+    grace_reused: int = 0
+    reuse_refused: int = 0
+
+
+class Refresher(Protocol):
+    """Coordinates refreshes of one refresh token (in process, or shared)."""
+
+    stats: RefreshStats
+
+    async def refresh(
+        self, refresh_token: str, *, proof: Mapping[str, Any] | None
+    ) -> RefreshResult:
+        """New tokens for ``refresh_token``, or :class:`RefreshFailed`.
+
+        ``proof`` is the claims of the caller's current access or ID token,
+        signature verified, expiry ignored (``None`` when it has none).
+        """
+        ...
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a flight's exception as seen even if every waiter went away."""
+    if not future.cancelled():
+        future.exception()
+
+
+def _proof_matches(proof: Mapping[str, Any] | None, claims: Mapping[str, Any]) -> bool:
+    if proof is None or proof.get("sub") != claims.get("sub"):
+        return False
+    sid = claims.get("sid")
+    return sid is None or proof.get("sid") == sid
+
+
+@dataclass(slots=True)
+class _Kept:
+    result: RefreshResult
+    until: float
+
+
+class InProcessRefresher:
+    """Single-flight refresh for one process."""
+
+    def __init__(
+        self,
+        *,
+        token_endpoint: str,
+        client_id: str,
+        verifier: TokenVerifier,
+        client_secret: str | None = None,
+        client_auth: ClientAuth | None = None,
+        grace: float = 10.0,
+        timeout: float = 10.0,
+        transport: httpx2.AsyncBaseTransport | None = None,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.token_endpoint = token_endpoint
+        self.client_id = client_id
+        self._client_secret = client_secret
+        self.client_auth: ClientAuth = client_auth or (
+            "client_secret_basic" if client_secret else "none"
+        )
+        self.verifier = verifier
+        self.grace = grace
+        self.timeout = timeout
+        self.now = now
+        self.stats = RefreshStats()
+        self._client = httpx2.AsyncClient(
+            transport=transport, timeout=timeout, follow_redirects=False, trust_env=False
+        )
+        self._flights: dict[str, asyncio.Future[RefreshResult]] = {}
+        self._kept: dict[str, _Kept] = {}
+        self._spent: OrderedDict[str, None] = OrderedDict()
+
+    @classmethod
+    def from_config(
+        cls,
+        config: AppConfig,
+        verifier: TokenVerifier,
+        *,
+        transport: httpx2.AsyncBaseTransport | None = None,
+        now: Callable[[], float] = time.monotonic,
+    ) -> InProcessRefresher | None:
+        """The refresher ``config`` asks for, or ``None`` when it cannot refresh."""
+        endpoint = config.endpoint("token")
+        if not config.refresh.enabled or endpoint is None or config.auth.client_id is None:
+            return None
+        secret = config.auth.client_secret
+        return cls(
+            token_endpoint=endpoint,
+            client_id=config.auth.client_id,
+            client_secret=secret.get_secret_value() if secret else None,
+            verifier=verifier,
+            grace=config.refresh.grace,
+            timeout=config.refresh.timeout,
+            transport=transport,
+            now=now,
+        )
+
+    def __repr__(self) -> str:
+        return f"InProcessRefresher(token_endpoint={self.token_endpoint!r})"
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def refresh(
+        self, refresh_token: str, *, proof: Mapping[str, Any] | None
+    ) -> RefreshResult:
+        key = token_key(refresh_token)
+        self._forget_expired()
+        kept = self._kept.get(key)
+        if kept is not None:
+            return self._hand_out(kept.result, proof)
+        if key in self._spent:
+            self.stats.reuse_refused += 1
+            raise RefreshFailed("this refresh token was already spent", reason="spent")
+        flight = self._flights.get(key)
+        if flight is not None:
+            self.stats.joined += 1
+            result = await asyncio.shield(flight)
+            return self._hand_out(result, proof, joined=True)
+        # The call runs as its own task: a client that disconnects cancels its
+        # request, not the refresh that other requests are waiting for.
+        flight = asyncio.ensure_future(self._fly(key, refresh_token, proof))
+        flight.add_done_callback(_retrieve)
+        self._flights[key] = flight
+        return await asyncio.shield(flight)
+
+    async def _fly(
+        self, key: str, refresh_token: str, proof: Mapping[str, Any] | None
+    ) -> RefreshResult:
+        try:
+            result = await self._call_issuer(refresh_token, proof)
+        except RefreshFailed as exc:
+            if exc.context.get("reason") == "invalid_grant":
+                self._remember_spent(key)
+            raise
+        else:
+            self._kept[key] = _Kept(result, self.now() + self.grace)
+            self._remember_spent(key)
+            return result
+        finally:
+            self._flights.pop(key, None)
+
+    def _hand_out(
+        self, result: RefreshResult, proof: Mapping[str, Any] | None, *, joined: bool = False
+    ) -> RefreshResult:
+        if not _proof_matches(proof, result.claims):
+            self.stats.reuse_refused += 1
+            raise RefreshFailed("the old refresh token alone does not get the new tokens")
+        if not joined:
+            self.stats.grace_reused += 1
+        return result
+
+    def _forget_expired(self) -> None:
+        now = self.now()
+        for key in [key for key, kept in self._kept.items() if kept.until <= now]:
+            del self._kept[key]
+
+    def _remember_spent(self, key: str) -> None:
+        self._spent[key] = None
+        self._spent.move_to_end(key)
+        while len(self._spent) > SPENT_MEMORY:
+            self._spent.popitem(last=False)
+
+    async def _call_issuer(
+        self, refresh_token: str, proof: Mapping[str, Any] | None
+    ) -> RefreshResult:
+        self.stats.calls += 1
+        form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+        headers = {"Accept": "application/json"}
+        if self.client_auth == "client_secret_basic" and self._client_secret:
+            # RFC 6749 §2.3.1: form-encode both parts before Basic.
+            pair = f"{quote_plus(self.client_id)}:{quote_plus(self._client_secret)}"
+            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+        else:
+            form["client_id"] = self.client_id
+            if self.client_auth == "client_secret_post" and self._client_secret:
+                form["client_secret"] = self._client_secret
+        try:
+            response = await self._client.post(
+                self.token_endpoint,
+                data=form,
+                headers=headers,
+            )
+        except httpx2.HTTPError as exc:
+            self.stats.failed += 1
+            # The message names the endpoint and the failure class, never the form.
+            raise RefreshFailed(
+                f"token endpoint unreachable ({type(exc).__name__})", reason="unavailable"
+            ) from None
+        try:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            body = None
+        if response.status_code != 200 or not isinstance(body, dict):
+            self.stats.failed += 1
+            error = body.get("error") if isinstance(body, dict) else None
+            reason = "invalid_grant" if error == "invalid_grant" else "issuer_error"
+            raise RefreshFailed(
+                f"token endpoint answered HTTP {response.status_code}"
+                + (f" ({error})" if isinstance(error, str) else ""),
+                reason=reason,
+                status=response.status_code,
+            )
+        try:
+            result = self._verify(body, proof)
+        except VerifierError as exc:
+            self.stats.failed += 1
+            raise RefreshFailed(
+                f"the issuer returned tokens that do not verify ({exc.code})", reason="bad_tokens"
+            ) from None
+        self.stats.ok += 1
+        return result
+
+    def _verify(self, body: Mapping[str, Any], proof: Mapping[str, Any] | None) -> RefreshResult:
+        access = body.get("access_token")
+        if not isinstance(access, str):
+            raise RefreshFailed("the token response has no access_token", reason="bad_tokens")
+        claims = self.verifier.verify_access(access)
+        if proof is not None:
+            if proof.get("sub") != claims.get("sub"):
+                raise RefreshFailed("the new tokens are for another subject", reason="bad_tokens")
+            if proof.get("sid") is not None and proof.get("sid") != claims.get("sid"):
+                raise RefreshFailed("the new tokens are for another session", reason="bad_tokens")
+        id_token = body.get("id_token")
+        if id_token is not None:
+            if not isinstance(id_token, str):
+                raise RefreshFailed("the token response id_token is not a string")
+            self.verifier.verify_id(id_token, access_claims=claims)
+        refresh_token = body.get("refresh_token")
+        if refresh_token is not None and not isinstance(refresh_token, str):
+            raise RefreshFailed("the token response refresh_token is not a string")
+        tokens = TokenSet(access=access, id=id_token, refresh=refresh_token)
+        return RefreshResult(tokens=tokens, claims=claims)
