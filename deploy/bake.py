@@ -55,6 +55,7 @@ __all__ = [
     "bake_age",
     "compare",
     "dotenv_json",
+    "env_file_value",
     "env_lines",
     "github_env_block",
     "read_current_bake",
@@ -403,6 +404,18 @@ def read_current_bake(env_file: Path | None, environ: Mapping[str, str]) -> Curr
     raise BakeNotFound(f"no {JWKS_VAR} in {where}: run jwtedge bake first")
 
 
+def env_file_value(path: Path, name: str) -> str | None:
+    """One setting from a dotenv file, as python-dotenv reads it; ``None`` if absent.
+
+    An unreadable or missing file counts as absent: callers fall back to
+    asking for the value explicitly.
+    """
+    try:
+        return _lookup(_dotenv(path), name)
+    except BakeNotFound:
+        return None
+
+
 def _dotenv(path: Path) -> Mapping[str, str | None]:
     try:
         return dotenv_values(path, encoding="utf-8")
@@ -444,7 +457,10 @@ class Drift:
 
 def _identities(jwks: JWKSet) -> dict[str, tuple[str, str | None]]:
     return {
-        key.kid if key.kid is not None else f"thumbprint:{key.thumbprint}": (key.thumbprint, key.alg)
+        key.kid if key.kid is not None else f"thumbprint:{key.thumbprint}": (
+            key.thumbprint,
+            key.alg,
+        )
         for key in jwks.keys
     }
 

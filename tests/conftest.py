@@ -25,7 +25,9 @@ def vectors() -> Path:
     """The published JOSE vectors; a clear skip only when the folder is absent."""
     if not VECTORS.is_dir():
         if os.environ.get("CI") == "true":
-            pytest.fail(f"JOSE vectors not found at {VECTORS}; CI must have shared/ beside the repo")
+            pytest.fail(
+                f"JOSE vectors not found at {VECTORS}; CI must have shared/ beside the repo"
+            )
         pytest.skip(f"JOSE vectors not found at {VECTORS} (set JWTEDGE_VECTORS)")
     return VECTORS
 

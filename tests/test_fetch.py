@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -45,11 +47,11 @@ def jwks_doc(issuer: DevIssuer) -> dict[str, Any]:
     return issuer.jwks()
 
 
-def json_response(body: object, status: int = 200, **headers: str) -> httpx2.Response:
+def json_response(
+    body: object, status: int = 200, *, content_type: str = "application/json"
+) -> httpx2.Response:
     return httpx2.Response(
-        status,
-        content=json.dumps(body).encode(),
-        headers={"content-type": "application/json", **headers},
+        status, content=json.dumps(body).encode(), headers={"content-type": content_type}
     )
 
 
@@ -97,7 +99,7 @@ async def test_discovery_then_jwks(fake: FakeTime, jwks_doc: dict[str, Any]) -> 
         if str(request.url) == DISCOVERY:
             return json_response(discovery_doc(end_session_endpoint=f"{ISSUER}/logout"))
         assert str(request.url) == f"{ISSUER}/keys"
-        return json_response(jwks_doc, **{"content-type": "application/jwk-set+json"})
+        return json_response(jwks_doc, content_type="application/jwk-set+json")
 
     recorder = Recorder(handler)
     async with make_fetcher(fake, recorder) as fetcher:
@@ -392,7 +394,7 @@ async def test_html_body_is_refused(fake: FakeTime) -> None:
 async def test_json_content_types_are_accepted(
     fake: FakeTime, jwks_doc: dict[str, Any], content_type: str
 ) -> None:
-    response = json_response(jwks_doc, **{"content-type": content_type})
+    response = json_response(jwks_doc, content_type=content_type)
     async with make_fetcher(fake, lambda request: response) as fetcher:
         jwks, _ = await fetcher.fetch_jwks(JWKS_URL)
     assert len(jwks) == len(jwks_doc["keys"])
@@ -435,6 +437,26 @@ async def test_declared_large_body_is_refused_before_reading(fake: FakeTime) -> 
         with pytest.raises(JWKSFetchFailed, match="larger than 1 MiB"):
             await fetcher.fetch_jwks(JWKS_URL)
     assert stream.sent == 0
+
+
+class TricklingStream(httpx2.AsyncByteStream):
+    """A body that never finishes: one byte, then silence."""
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield b"{"
+        await asyncio.sleep(3600)
+
+
+async def test_a_trickling_body_is_cut_by_the_attempt_timeout(fake: FakeTime) -> None:
+    # httpx's read timeout is per socket read; the attempt's budget bounds the whole
+    # exchange. This is the one test that waits in real time (50 ms).
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        headers = {"content-type": "application/json"}
+        return httpx2.Response(200, headers=headers, stream=TricklingStream())
+
+    async with make_fetcher(fake, handler, timeout=0.05, retries=0) as fetcher:
+        with pytest.raises(JWKSFetchFailed, match=r"timed out after 0\.05 s reading the body"):
+            await fetcher.fetch_jwks(JWKS_URL)
 
 
 # -- URLs -----------------------------------------------------------------------
@@ -505,3 +527,16 @@ async def test_fetches_a_real_dev_issuer_over_loopback_http() -> None:
         assert set(result.jwks.kids) == set(dev.kids())
         assert dev.stats.discovery_requests == 1
         assert dev.stats.jwks_requests == 1
+
+
+@pytest.mark.e2e
+async def test_a_closed_loopback_port_is_named_connection_refused(fake: FakeTime) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    # The port is closed again; nothing listens there.
+    async with Fetcher(retries=1, clock=fake.clock, sleep=fake.sleep) as fetcher:
+        with pytest.raises(JWKSFetchFailed) as info:
+            await fetcher.fetch_jwks(f"http://127.0.0.1:{port}/jwks")
+    assert info.value.context["cause"] == "connection refused after 2 attempts"
+    assert len(fake.sleeps) == 1

@@ -63,7 +63,7 @@ def pub(key: RSAKey | ECKey | OKPKey, **members: Any) -> dict[str, Any]:
 
 def weak_rsa_jwk(kid: str) -> dict[str, Any]:
     # cryptography directly: joserfc warns on purpose when asked for 1024 bits.
-    numbers = rsa.generate_private_key(65537, 1024).public_key().public_numbers()
+    numbers = rsa.generate_private_key(65537, 1024).public_key().public_numbers()  # noqa: S505
     return {
         "kty": "RSA",
         "kid": kid,
@@ -264,7 +264,9 @@ def _rsa_with(rsa_keys: list[RSAKey], **members: Any) -> dict[str, Any]:
         pytest.param(lambda keys: {"kid": "bad", "n": "AQAB"}, "None", id="missing-kty"),
         pytest.param(lambda keys: _rsa_with(keys, e="AQ"), "e must be", id="rsa-e-1"),
         pytest.param(lambda keys: _rsa_with(keys, e="AQAA"), "e must be odd", id="rsa-e-even"),
-        pytest.param(lambda keys: _rsa_with(keys, n=12345), "invalid key material", id="n-not-a-string"),
+        pytest.param(
+            lambda keys: _rsa_with(keys, n=12345), "invalid key material", id="n-not-a-string"
+        ),
         pytest.param(lambda keys: _rsa_with(keys, kid=""), "kid", id="empty-kid"),
     ],
 )
@@ -338,11 +340,12 @@ def test_full_private_jwk_refuses_the_set_without_echoing_key_material(
     rsa_keys: list[RSAKey],
 ) -> None:
     private = {**rsa_keys[0].as_dict(private=True), "kid": "priv"}
+    exponent = str(private["d"])
 
     exc = refused({"keys": [pub(rsa_keys[1], kid="ok"), private]})
 
-    assert private["d"] not in str(exc)
-    assert private["d"] not in repr(exc)
+    assert exponent not in str(exc)
+    assert exponent not in repr(exc)
     assert "key #1" in exc.message
 
 
@@ -355,9 +358,7 @@ def test_full_private_jwk_refuses_the_set_without_echoing_key_material(
     ],
     ids=["hmac", "without-k", "aes-enc"],
 )
-def test_any_oct_key_refuses_the_whole_set(
-    rsa_keys: list[RSAKey], oct_key: dict[str, Any]
-) -> None:
+def test_any_oct_key_refuses_the_whole_set(rsa_keys: list[RSAKey], oct_key: dict[str, Any]) -> None:
     exc = refused({"keys": [pub(rsa_keys[0], kid="ok"), oct_key]})
 
     assert "oct" in exc.message
@@ -592,7 +593,9 @@ def test_rsa_alg_ps256_makes_rsa_keys_without_alg_ps256_only(rsa_keys: list[RSAK
         assert code_of(token, store) == "algorithm_not_allowed"
 
 
-@pytest.mark.parametrize(("crv", "alg"), [("P-256", "ES256"), ("P-384", "ES384"), ("P-521", "ES512")])
+@pytest.mark.parametrize(
+    ("crv", "alg"), [("P-256", "ES256"), ("P-384", "ES384"), ("P-521", "ES512")]
+)
 def test_ec_key_without_alg_uses_its_curves_algorithm(
     ec_keys: dict[str, ECKey], crv: str, alg: str
 ) -> None:
@@ -720,32 +723,19 @@ def test_hs_secret_alone_needs_no_key_set() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: verifier/keys.py KeyStore.__init__ accepts any hs_secret (even b'') when "
-    "algorithms names HS*; DESIGN requires >= 32 bytes (only config enforces it)",
-)
 @pytest.mark.parametrize("secret", [b"", b"short"])
 def test_keystore_refuses_an_hs_secret_shorter_than_32_bytes(secret: bytes) -> None:
     with pytest.raises((ValueError, VerifierError)):
         KeyStore(None, hs_secret=secret, algorithms=["HS256"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: verifier/jwks.py b64url_decode_lenient uses non-validating "
-    "base64.urlsafe_b64decode, which silently drops characters outside the alphabet "
-    "('AQ*AB' and 'A=QAB' decode as 'AQAB', '!!' as b''), so a corrupted member imports",
-)
-@pytest.mark.parametrize("junk", ["*", "!", "=", " "])
+@pytest.mark.parametrize("e", ["AQ*AB", "AQ!AB", "A=QAB"])
 def test_key_material_with_characters_outside_base64_is_skipped(
-    rsa_keys: list[RSAKey], junk: str
+    rsa_keys: list[RSAKey], e: str
 ) -> None:
-    good = pub(rsa_keys[0], kid="good")
-    corrupted = pub(rsa_keys[1], kid="bad")
-    corrupted["n"] = corrupted["n"][:100] + junk + corrupted["n"][100:]
+    document = {"keys": [pub(rsa_keys[0], kid="good"), pub(rsa_keys[1], kid="bad", e=e)]}
 
-    jwks = parse_jwks({"keys": [good, corrupted]})
+    jwks = parse_jwks(document)
 
     assert jwks.kids == ("good",)
     assert "invalid key material" in jwks.skipped[0].reason

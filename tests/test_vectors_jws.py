@@ -171,7 +171,9 @@ def cookbook_hmac_store(vectors: Path) -> KeyStore:
 @pytest.mark.parametrize(
     ("example", "key_file", "options"),
     [
-        pytest.param("jws/4_1.rsa_v15_signature.json", "jwk/3_3.rsa_public_key.json", {}, id="RS256"),
+        pytest.param(
+            "jws/4_1.rsa_v15_signature.json", "jwk/3_3.rsa_public_key.json", {}, id="RS256"
+        ),
         pytest.param(
             "jws/4_2.rsa-pss_signature.json",
             "jwk/3_3.rsa_public_key.json",
@@ -200,7 +202,9 @@ def test_rfc7520_pss_example_is_refused_when_the_rsa_key_is_bound_to_rs256(
     # The cookbook RSA key has no "alg": auth.rsa_alg (RS256 by default) decides, not the token.
     document = cookbook(vectors, "jws/4_2.rsa-pss_signature.json")
 
-    err = refusal(document["output"]["compact"], public_store(vectors, "jwk/3_3.rsa_public_key.json"))
+    err = refusal(
+        document["output"]["compact"], public_store(vectors, "jwk/3_3.rsa_public_key.json")
+    )
 
     assert err.code == "algorithm_not_allowed"
 
@@ -246,7 +250,9 @@ def test_rfc7797_json_only_example_is_refused(vectors: Path) -> None:
     keys = KeyStore(None, hs_secret=secret, algorithms=["HS256"])
     signing = document["signing"]
     # Its payload "$.02" holds a '.', so the compact form has four segments.
-    compact = f"{signing['protected_b64u']}.{signing['sig-input'].split('.', 1)[1]}.{signing['sig']}"
+    compact = (
+        f"{signing['protected_b64u']}.{signing['sig-input'].split('.', 1)[1]}.{signing['sig']}"
+    )
     # The same header over an encodable payload still says b64=false.
     encodable = f"{signing['protected_b64u']}.JC4wMg.{signing['sig']}"
 

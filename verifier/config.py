@@ -20,12 +20,13 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     SecretStr,
     ValidationError,
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from .errors import ConfigInvalid, JWKSInvalid
 from .jwks import JWKSet, parse_jwks
@@ -105,7 +106,11 @@ def _load_jwks(value: object) -> object:
 
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
 StrList = Annotated[list[str], NoDecode, BeforeValidator(_split_list)]
-Jwks = Annotated[JWKSet | None, BeforeValidator(_load_jwks)]
+Jwks = Annotated[
+    JWKSet | None,
+    BeforeValidator(_load_jwks),
+    PlainSerializer(lambda jwks: jwks.to_dict() if jwks is not None else None),
+]
 
 
 class _Section(BaseModel):
@@ -336,6 +341,13 @@ class AppConfig(BaseSettings):
             values["_env_file"] = os.environ.get("APP_CONFIG_ENV_FILE", ".env")
         try:
             super().__init__(**values)
+        except SettingsError as exc:
+            # e.g. APP_CONFIG_KEYS=nope: a section given as a non-JSON string.
+            raise ConfigInvalid(
+                f"invalid configuration: {_settings_error_name(exc)}: a section must be a "
+                "JSON object (or use nested names like APP_CONFIG_AUTH__ISSUER)",
+                problems=[_settings_error_name(exc)],
+            ) from None
         except ValidationError as exc:
             problems = [_describe(error) for error in exc.errors(include_input=False)]
             # `from None`: the pydantic error may still reference raw input.
@@ -364,11 +376,27 @@ class AppConfig(BaseSettings):
         return self.auth.jwks_meta.jwks_uri if self.auth.jwks_meta else None
 
 
+def _settings_error_name(exc: SettingsError) -> str:
+    match = re.search(r'field "([a-z_]+)"', str(exc))
+    return f"APP_CONFIG_{match.group(1).upper()}" if match else "APP_CONFIG"
+
+
 def _describe(error: Any) -> str:
     """``APP_CONFIG_AUTH__LEEWAY: <message>`` with no input value."""
-    loc = [str(part) for part in error.get("loc", ()) if not str(part).startswith("function-")]
-    # Drop pydantic's union/validator branch names (e.g. "str", "list[str]").
-    names = [part for part in loc if re.fullmatch(r"[a-z_][a-z0-9_]*", part)]
+    # Walk the models along the error's location: pydantic adds union branch
+    # names ("str", "list[str]") and validator names that are not settings.
+    names: list[str] = []
+    model: Any = AppConfig
+    for part in error.get("loc", ()):
+        fields = getattr(model, "model_fields", None)
+        if not isinstance(part, str) or fields is None or part not in fields:
+            if error.get("type") == "extra_forbidden" and isinstance(part, str):
+                names.append(part)  # a misspelt setting: name what was given
+            continue
+        names.append(part)
+        model = fields[part].annotation
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            model = None
     setting = "APP_CONFIG_" + "__".join(name.upper() for name in names) if names else "APP_CONFIG"
     message = str(error.get("msg", "invalid value"))
     message = message.removeprefix("Value error, ")

@@ -16,6 +16,7 @@ which browsers only accept from a secure origin for the exact host.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
@@ -85,11 +86,13 @@ def is_loopback_host(host: str) -> bool:
     else:
         hostname = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
     hostname = hostname.rstrip(".")
-    return (
-        hostname in ("localhost", "::1")
-        or hostname.endswith(".localhost")
-        or hostname.startswith("127.")
-    )
+    if hostname == "localhost" or hostname.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        # A DNS name such as 127.evil.com is not loopback, whatever it starts with.
+        return False
 
 
 def request_is_secure(scope: Scope, mode: str) -> bool:

@@ -416,24 +416,27 @@ class Fetcher:
             if remaining <= 0:
                 raise _fail(url, f"timed out after the {deadline.budget:g} s deadline")
             budget = min(self.timeout, remaining)
-            response = await self._send(current, budget)
+            # One real-time bound for headers and body together: httpx's timeouts
+            # are per socket operation, so a server trickling bytes could outlast them.
+            until = asyncio.get_running_loop().time() + budget
+            response = await self._send(current, budget, until)
             try:
                 if response.status_code in _REDIRECT_STATUSES:
                     current = self._redirect_target(url, current, origin, response)
                     self.stats.redirects += 1
                     continue
-                return await self._body(str(current), response, budget, none_on_404=none_on_404)
+                return await self._body(
+                    str(current), response, budget, until, none_on_404=none_on_404
+                )
             finally:
                 await response.aclose()
         raise _fail(url, f"more than {MAX_REDIRECTS} redirects")
 
-    async def _send(self, url: httpx2.URL, budget: float) -> httpx2.Response:
+    async def _send(self, url: httpx2.URL, budget: float, until: float) -> httpx2.Response:
         self.stats.requests += 1
         request = self._client.build_request("GET", url, timeout=budget)
         try:
-            # asyncio.timeout bounds the whole exchange; httpx's timeouts are per
-            # socket operation, so a server trickling bytes could outlast them.
-            async with asyncio.timeout(budget):
+            async with asyncio.timeout_at(until):
                 return await self._client.send(request, stream=True)
         except (TimeoutError, httpx2.TimeoutException) as exc:
             raise _Retryable(f"timed out after {budget:g} s") from exc
@@ -468,7 +471,13 @@ class Fetcher:
         return target
 
     async def _body(
-        self, url: str, response: httpx2.Response, budget: float, *, none_on_404: bool
+        self,
+        url: str,
+        response: httpx2.Response,
+        budget: float,
+        until: float,
+        *,
+        none_on_404: bool,
     ) -> bytes | None:
         status = response.status_code
         if status == 404 and none_on_404:
@@ -488,7 +497,7 @@ class Fetcher:
         chunks: list[bytes] = []
         size = 0
         try:
-            async with asyncio.timeout(budget):
+            async with asyncio.timeout_at(until):
                 async for chunk in response.aiter_bytes(_CHUNK):
                     size += len(chunk)
                     if size > self.max_bytes:

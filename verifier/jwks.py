@@ -74,7 +74,8 @@ def b64url_decode_lenient(value: object) -> bytes:
         raise ValueError("not a non-empty string")
     text = value.strip().rstrip("=").replace("+", "-").replace("/", "_")
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        # validate=True: characters outside the alphabet are an error, not skipped.
+        return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ValueError("not base64url") from exc
 
@@ -181,12 +182,12 @@ class JWKSet:
         Byte-identical for the same keys, whatever order or encoding quirks
         the issuer's document had.
         """
-        return orjson.dumps(self.to_dict()).decode("ascii")
+        return orjson.dumps(self.to_dict()).decode("utf-8")
 
     @property
     def sha256(self) -> str:
         """Hex SHA-256 of :meth:`canonical_json`."""
-        return hashlib.sha256(self.canonical_json().encode("ascii")).hexdigest()
+        return hashlib.sha256(self.canonical_json().encode("utf-8")).hexdigest()
 
     def __len__(self) -> int:
         return len(self.keys)

@@ -1,6 +1,7 @@
 """KeyStore: the keys a token may be verified with, chosen strictly.
 
-Split like panva/jose: this local layer does no I/O. Keys are imported once
+Split like panva/jose: this local layer does no I/O; the optional remote
+layer (:class:`RemoteKeys`, in ``remote.py``) wraps it. Keys are imported once
 (at start-up) into a dict by kid, and each key is bound to exactly one
 algorithm (RFC 8725 §3.1): the JWK's ``alg``; else ``auth.rsa_alg`` for RSA,
 the curve's ES algorithm for EC, Ed25519 for OKP. The token's ``alg`` never
@@ -18,14 +19,24 @@ from typing import TYPE_CHECKING
 from cryptography.exceptions import InvalidSignature
 from joserfc.jws import JWSRegistry
 
-from .config import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS
+from .config import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, MIN_HS_SECRET_BYTES
 from .errors import AlgorithmNotAllowed, KeyNotFound
 from .jwks import EC_CURVE_ALGS, JWKSet, PublicJWK
+from .remote import RemoteKeys, RemoteKeysStats, RemoteMode
 
 if TYPE_CHECKING:
     from .config import AppConfig
 
-__all__ = ["KeyStore", "VerificationKey", "canonical_alg"]
+# The remote layer lives in remote.py (this module stays the no-I/O part);
+# it is re-exported here so callers import every key concern from one place.
+__all__ = [
+    "KeyStore",
+    "RemoteKeys",
+    "RemoteKeysStats",
+    "RemoteMode",
+    "VerificationKey",
+    "canonical_alg",
+]
 
 _HMAC_DIGESTS = {"HS256": "sha256", "HS384": "sha384", "HS512": "sha512"}
 
@@ -100,6 +111,8 @@ class KeyStore:
         algorithms: Collection[str] | None = None,
         hs_secret: bytes | None = None,
     ) -> None:
+        if hs_secret is not None and len(hs_secret) < MIN_HS_SECRET_BYTES:
+            raise ValueError(f"hs_secret must be at least {MIN_HS_SECRET_BYTES} bytes")
         if algorithms is None:
             algorithms = ASYMMETRIC_ALGORITHMS + (HMAC_ALGORITHMS if hs_secret else ())
         self.allowed = frozenset(canonical_alg(alg) for alg in algorithms)
@@ -111,6 +124,7 @@ class KeyStore:
                 self._hs_keys[alg] = VerificationKey(kid=None, alg=alg, verify=verify)
         self._by_kid: dict[str, VerificationKey] = {}
         self._without_kid: tuple[VerificationKey, ...] = ()
+        self._listeners: list[Callable[[frozenset[str | None]], None]] = []
         self.jwks: JWKSet | None = None
         if jwks is not None:
             self.load(jwks)
@@ -138,8 +152,24 @@ class KeyStore:
                 without_kid.append(key)
             else:
                 by_kid[jwk.kid] = key
+        changed = self._changed_kids(jwks)
         # Swap whole dicts so a concurrent reader never sees a half-built set.
         self._by_kid, self._without_kid, self.jwks = by_kid, tuple(without_kid), jwks
+        if changed:
+            for listener in self._listeners:
+                listener(changed)
+
+    def on_change(self, listener: Callable[[frozenset[str | None]], None]) -> None:
+        """Call ``listener(kids)`` when keys are removed or replaced (for caches)."""
+        self._listeners.append(listener)
+
+    def _changed_kids(self, new: JWKSet) -> frozenset[str | None]:
+        """Kids whose key disappeared or changed; ``None`` stands for kid-less keys."""
+        if self.jwks is None:
+            return frozenset()
+        old = {(key.kid, key.thumbprint) for key in self.jwks.keys}
+        kept = {(key.kid, key.thumbprint) for key in new.keys}
+        return frozenset(kid for kid, _ in old - kept)
 
     @property
     def kids(self) -> tuple[str, ...]:

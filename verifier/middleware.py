@@ -40,12 +40,19 @@ from .cookies import (
     request_host,
     request_is_secure,
 )
-from .errors import CSRFRejected, KeyNotFound, RefreshFailed, TokenExpired, VerifierError
+from .errors import CSRFRejected, RefreshFailed, TokenExpired, VerifierError
 from .keys import VerificationKey
 from .refresh import InProcessRefresher, Refresher
 from .session import Session
 from .stats import MiddlewareStats
 from .tokens import TokenVerifier, unverified_header
+from .websocket import (
+    deny,
+    query_has_token,
+    refusal_for_origin,
+    refusal_for_query_token,
+    websocket_origin_allowed,
+)
 
 __all__ = ["JWTSessionMiddleware", "OnError", "error_response", "get_session", "refresh_now"]
 
@@ -59,7 +66,9 @@ _SPOOFABLE_HEADERS = frozenset({b"x-user-id", b"x-forwarded-user"})
 
 
 class RemoteKeyLayer(Protocol):
-    """The remote layer's async lookup (see :mod:`verifier.keys`)."""
+    """The remote layer's async lookup (see :mod:`verifier.remote`)."""
+
+    def is_baked_kid(self, kid: str | None) -> bool: ...
 
     async def key_for(self, kid: str | None, alg: str) -> VerificationKey: ...
 
@@ -287,8 +296,7 @@ class JWTSessionMiddleware:
         scope["auth"], scope["user"] = AuthCredentials(), UnauthenticatedUser()
 
         if scope["type"] == "websocket":
-            # WebSocket authentication is not wired yet: pass through anonymous.
-            await self.app(scope, receive, send)
+            await self._websocket(scope, receive, send, request)
             return
 
         secure = request_is_secure(scope, self.config.cookies.secure)
@@ -347,6 +355,39 @@ class JWTSessionMiddleware:
             scope["auth"], scope["user"] = session, session.user
         await self.app(scope, receive, send)
 
+    async def _websocket(
+        self, scope: Scope, receive: Receive, send: Send, request: _Request
+    ) -> None:
+        """Claims only: never refreshed; bad credentials refuse the upgrade."""
+        stats = self.stats
+        if query_has_token(scope):
+            stats.websocket_refused["query_token"] += 1
+            await deny(scope, receive, send, refusal_for_query_token())
+            return
+        secure = request_is_secure(scope, self.config.cookies.secure)
+        tokens = self.jar.read(request.cookies, secure=secure)
+        cookie_auth = request.bearer is None and (tokens.access or tokens.refresh) is not None
+        allowed = self.config.websocket.allowed_origins
+        if cookie_auth and not websocket_origin_allowed(request.origin, _origin_of(scope), allowed):
+            stats.websocket_refused["origin"] += 1
+            await deny(scope, receive, send, refusal_for_origin())
+            return
+        access = request.bearer or tokens.access
+        if access is None or _path_matches(scope["path"], self.config.http.exclude_paths):
+            stats.websocket_anonymous += 1
+            await self.app(scope, receive, send)
+            return
+        id_token = None if request.bearer is not None else tokens.id
+        try:
+            session = await self._session(access, id_token)
+        except VerifierError as exc:
+            stats.websocket_refused[exc.code] += 1
+            await deny(scope, receive, send, exc)
+            return
+        stats.websocket_authenticated += 1
+        scope["auth"], scope["user"] = session, session.user
+        await self.app(scope, receive, send)
+
     def _refresh_due(
         self, access: str | None, session: Session | None, error: VerifierError | None
     ) -> bool:
@@ -372,24 +413,20 @@ class JWTSessionMiddleware:
         return None
 
     async def _session(self, access: str, id_token: str | None) -> Session:
-        """Verify the pair; one remote key lookup when a kid is unknown."""
-        try:
-            return self.verifier.session(access, id_token)
-        except KeyNotFound:
-            if self.remote is None:
-                raise
-        # Only reached for an unknown kid with the remote layer on: find which
-        # token needs a key and let the layer fetch it (cooldown applies).
-        for token in (access, id_token):
-            if token is None:
-                continue
-            header = unverified_header(token)
-            kid, alg = header.get("kid"), header.get("alg")
-            if isinstance(alg, str) and (kid is None or isinstance(kid, str)):
+        """Verify the pair; keys the bake lacks go through the remote layer."""
+        remote = self.remote
+        if remote is not None:
+            for token in (access, id_token):
+                if token is None:
+                    continue
                 try:
-                    self.verifier.keys.key_for(kid, alg)
-                except KeyNotFound:
-                    await self.remote.key_for(kid, alg)
+                    header = unverified_header(token)
+                except VerifierError:
+                    continue  # verifying below reports it
+                kid, alg = header.get("kid"), header["alg"]
+                if not remote.is_baked_kid(kid):
+                    # Fetches only when allowed (cooldown); KeysStale past stale_if_error.
+                    await remote.key_for(kid, alg)
         return self.verifier.session(access, id_token)
 
     def _same_origin(self, scope: Scope, request: _Request) -> bool:

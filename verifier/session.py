@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from starlette.authentication import AuthCredentials, BaseUser
 
@@ -52,8 +52,10 @@ class User(BaseUser):
         return self.id
 
 
-@dataclass(frozen=True, slots=True)
-class Organization:
+class Organization(NamedTuple):
+    """A membership from the token's claims (immutable; a NamedTuple because
+    building it is on the uncached hot path)."""
+
     id: str
     slug: str
     name: str
@@ -64,8 +66,9 @@ class Organization:
         return role_rank(self.role)
 
 
-@dataclass(frozen=True, slots=True)
-class Project:
+class Project(NamedTuple):
+    """A project the token grants (immutable)."""
+
     id: str
     slug: str | None = None
     organization_id: str | None = None
@@ -130,9 +133,11 @@ class Session(AuthCredentials):
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("Session is immutable")
 
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError("Session is immutable")
+
     def __repr__(self) -> str:
-        slugs = [org.slug for org in self.organizations]
-        return f"Session(user={self.user.id!r}, organizations={slugs!r}, exp={self.expires_at})"
+        return f"Session(user={self.user.id!r})"
 
     @property
     def scope_set(self) -> frozenset[str]:
@@ -181,7 +186,7 @@ class Session(AuthCredentials):
         Profile fields come from the ID token, falling back to the access
         token. Malformed ``organizations``/``projects`` raise ``claims_invalid``.
         """
-        names = names or ClaimsSettings()
+        names = names or _DEFAULT_NAMES
         profile = id_claims or {}
         sub = access["sub"]
 
@@ -211,49 +216,51 @@ class Session(AuthCredentials):
         )
 
 
-def _entries(value: object, claim: str) -> list[Mapping[str, Any]]:
+_DEFAULT_NAMES = ClaimsSettings()
+
+
+def _entries(value: object, claim: str) -> list[dict[str, Any]]:
     if value is None:
         return []
-    if not isinstance(value, list):
+    if type(value) is not list:
         raise ClaimsInvalid(f"claim {claim!r} is not a list", claim=claim)
     for entry in value:
-        if not isinstance(entry, Mapping):
+        if type(entry) is not dict:
             raise ClaimsInvalid(
                 f"claim {claim!r} holds an entry that is not an object", claim=claim
             )
-        if not isinstance(entry.get("id"), str) or not entry["id"]:
+        id_ = entry.get("id")
+        if type(id_) is not str or not id_:
             raise ClaimsInvalid(f"claim {claim!r} holds an entry without a string id", claim=claim)
     return value
 
 
-def _optional_str(entry: Mapping[str, Any], key: str, claim: str) -> str | None:
-    value = entry.get(key)
-    if value is not None and not isinstance(value, str):
-        raise ClaimsInvalid(f"claim {claim!r}: {key!r} is not a string", claim=claim)
-    return value
+def _str_or_none(value: object, claim: str) -> Any:
+    if value is None or type(value) is str:
+        return value
+    raise ClaimsInvalid(f"claim {claim!r} holds a field that is not a string", claim=claim)
+
+
+# The two builders below run on every uncached request: plain loops, no helpers
+# per field beyond the type check.
 
 
 def _organizations(value: object, claim: str) -> tuple[Organization, ...]:
     orgs = []
     for entry in _entries(value, claim):
-        slug = _optional_str(entry, "slug", claim) or entry["id"]
-        orgs.append(
-            Organization(
-                id=entry["id"],
-                slug=slug,
-                name=_optional_str(entry, "name", claim) or slug,
-                role=_optional_str(entry, "role", claim),
-            )
-        )
+        id_ = entry["id"]
+        slug = _str_or_none(entry.get("slug"), claim) or id_
+        name = _str_or_none(entry.get("name"), claim) or slug
+        orgs.append(Organization(id_, slug, name, _str_or_none(entry.get("role"), claim)))
     return tuple(orgs)
 
 
 def _projects(value: object, claim: str) -> tuple[Project, ...]:
     return tuple(
         Project(
-            id=entry["id"],
-            slug=_optional_str(entry, "slug", claim),
-            organization_id=_optional_str(entry, "organizationId", claim),
+            entry["id"],
+            _str_or_none(entry.get("slug"), claim),
+            _str_or_none(entry.get("organizationId"), claim),
         )
         for entry in _entries(value, claim)
     )

@@ -26,6 +26,10 @@ class MiddlewareStats:
     #: Spoofed identity headers removed from requests.
     headers_stripped: int = 0
     refreshed: int = 0
+    websocket_authenticated: int = 0
+    websocket_anonymous: int = 0
+    #: Refused upgrades, by reason (an error code, ``origin`` or ``query_token``).
+    websocket_refused: Counter[str] = field(default_factory=Counter)
     #: Failed refreshes, by error code.
     refresh_failed: Counter[str] = field(default_factory=Counter)
 
@@ -40,5 +44,8 @@ class MiddlewareStats:
             "csrf_rejected": self.csrf_rejected,
             "headers_stripped": self.headers_stripped,
             "refreshed": self.refreshed,
+            "websocket_authenticated": self.websocket_authenticated,
+            "websocket_anonymous": self.websocket_anonymous,
+            "websocket_refused": dict(self.websocket_refused),
             "refresh_failed": dict(self.refresh_failed),
         }

@@ -11,6 +11,16 @@ optionally on a real uvicorn server on 127.0.0.1::
 
     with DevIssuer.serve(port=0) as issuer:
         issuer.url  # e.g. http://127.0.0.1:41234
+
+It is also an OAuth 2.0 / OIDC provider with users, /authorize (code + PKCE),
+/token (rotating refresh tokens with reuse detection), /revoke and /logout,
+plus switches that make the token endpoint fail or stall; ``login()`` mints a
+whole token response without HTTP. Those endpoints live in
+``verifier._devissuer_oauth``; this class is the façade::
+
+    issuer.add_user("u2", email="b@example.com", organizations=[...])
+    tokens = issuer.login("u2")          # access, ID and refresh token, one sid
+    issuer.fail_mode, issuer.fail_count = "500", 1   # the next /token answers 500
 """
 
 from __future__ import annotations
@@ -34,7 +44,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
-__all__ = ["KEY_ALGORITHMS", "DevIssuer", "IssuerStats"]
+from ._devissuer_oauth import CODE_TTL, DEFAULT_SCOPE, FAIL_MODES, OAuthProvider
+
+__all__ = ["CODE_TTL", "DEFAULT_SCOPE", "FAIL_MODES", "KEY_ALGORITHMS", "DevIssuer", "IssuerStats"]
 
 _RSA_ALGS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
 _EC_CURVES = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
@@ -53,6 +65,20 @@ class IssuerStats:
 
     discovery_requests: int = 0
     jwks_requests: int = 0
+    #: Every POST /token, failed or simulated-failing ones included.
+    token_requests: int = 0
+    #: Successful refresh_token grants (a replay within ``reuse_grace`` included).
+    refresh_grants: int = 0
+    #: Successful authorization_code grants.
+    code_grants: int = 0
+    #: Refresh-token families revoked: reuse, /revoke, a reused code, logout.
+    revoked_families: int = 0
+    #: Spent refresh tokens presented again outside the grace.
+    reuse_detected: int = 0
+    authorize_requests: int = 0
+    #: POST /revoke requests answered 200.
+    revocations: int = 0
+    logout_requests: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,10 +138,29 @@ class DevIssuer:
     Args:
         issuer: the ``iss`` of every token and the base of every endpoint URL.
         audience: the access tokens' ``aud`` (a string or a list).
-        client_id: the ID tokens' default ``aud``.
+        client_id: the ID tokens' default ``aud``; the one client the endpoints know.
+        client_secret: when set, the client is confidential and /token and /revoke
+            require ``client_secret_basic`` or ``client_secret_post``; when None it
+            is public and sends ``client_id`` alone.
         alg: algorithm of the active signing key (``RS256``, ``ES256``,
             ``Ed25519``; any of ``KEY_ALGORITHMS`` adds a key of that kind).
-        clock: seconds since the epoch, used for ``iat`` / ``exp``.
+        clock: seconds since the epoch, used for ``iat`` / ``exp``, code expiry and
+            the reuse grace.
+
+    Settings the endpoints read on every request (plain attributes, safe to change
+    while :meth:`serve` runs):
+
+    - ``default_user`` (``"u1"``): the sub /authorize approves without a page.
+    - ``access_ttl`` (300): lifetime of the endpoints' access and ID tokens, seconds.
+    - ``reuse_grace`` (0 = off): seconds during which a spent refresh token may
+      come back and get the same answer again instead of revoking its family.
+    - ``token_delay`` (0): seconds /token waits before a successful answer.
+    - ``fail_mode`` (None): make /token fail, one of ``FAIL_MODES``: ``"500"``,
+      ``"timeout"`` (waits ``fail_delay``, default 30 s, then 500),
+      ``"invalid_grant"``, ``"other_sub"`` (valid tokens for ``sub + "-other"``),
+      ``"bad_signature"`` (tokens whose signature bytes are flipped).
+    - ``fail_count`` (None = every request): how many more /token requests fail;
+      after the last one both switches reset to None.
     """
 
     def __init__(
@@ -124,6 +169,7 @@ class DevIssuer:
         audience: str | Sequence[str] = "api",
         client_id: str = "web",
         *,
+        client_secret: str | None = None,
         alg: str = "RS256",
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -132,8 +178,17 @@ class DevIssuer:
         self.issuer = issuer
         self.audience: str | list[str] = _audience(audience)
         self.client_id = client_id
+        self.client_secret = client_secret
         self.clock = clock
         self.stats = IssuerStats()
+        self.default_user = "u1"
+        self.access_ttl = 300
+        self.reuse_grace: float = 0
+        self.token_delay: float = 0
+        self.fail_delay: float = 30
+        self.fail_count: int | None = None
+        self._fail_mode: str | None = None
+        self._oauth = OAuthProvider(self)
         # Rotation replaces the whole tuple, so a server thread reading it never
         # sees a half-updated list.
         self._keys: tuple[_Key, ...] = ()
@@ -158,6 +213,17 @@ class DevIssuer:
     def alg(self) -> str:
         """The algorithm of the active signing key."""
         return self._active.alg
+
+    @property
+    def fail_mode(self) -> str | None:
+        """How /token fails (one of ``FAIL_MODES``), or None for normal answers."""
+        return self._fail_mode
+
+    @fail_mode.setter
+    def fail_mode(self, mode: str | None) -> None:
+        if mode is not None and mode not in FAIL_MODES:
+            raise ValueError(f"unknown fail_mode {mode!r}; expected one of {sorted(FAIL_MODES)}")
+        self._fail_mode = mode
 
     def kids(self, alg: str | None = None) -> list[str]:
         """Kids of every published key, oldest first; only those of ``alg`` when given."""
@@ -366,6 +432,66 @@ class DevIssuer:
         claims.update({k: v for k, v in optional.items() if v is not None})
         return self._mint(claims, extra, typ=typ, kid=kid, alg=alg)
 
+    # -- users and logins ---------------------------------------------------------
+
+    def add_user(
+        self,
+        sub: str,
+        *,
+        email: str | None = None,
+        name: str | None = None,
+        email_verified: bool = True,
+        picture: str | None = None,
+        organizations: Sequence[Mapping[str, Any]] = (),
+        projects: Sequence[Mapping[str, Any]] = (),
+    ) -> None:
+        """Register (or replace) a user the endpoints and :meth:`login` mint tokens for.
+
+        ``email`` defaults to ``{sub}@example.com`` and ``name`` to ``sub``;
+        ``organizations`` are ``{id, slug, name, role}``, ``projects``
+        ``{id, slug, organizationId}``. The default user exists without this call,
+        with demo data (Ada Lovelace, two organizations, a project in each).
+        """
+        self._oauth.add_user(
+            sub,
+            email=email,
+            name=name,
+            email_verified=email_verified,
+            picture=picture,
+            organizations=organizations,
+            projects=projects,
+        )
+
+    def user(self, sub: str) -> dict[str, Any]:
+        """A copy of the user's current profile; ``KeyError`` for an unknown sub."""
+        return self._oauth.user(sub)
+
+    def add_project(self, sub: str, project: Mapping[str, Any]) -> None:
+        """Add a project (replacing one with the same ``id``); the next tokens carry it."""
+        self._oauth.add_membership(sub, "projects", project)
+
+    def add_organization(self, sub: str, org: Mapping[str, Any]) -> None:
+        """Add an organization (replacing one with the same ``id``); the next tokens carry it."""
+        self._oauth.add_membership(sub, "organizations", org)
+
+    def login(
+        self,
+        sub: str | None = None,
+        *,
+        sid: str | None = None,
+        scope: str = DEFAULT_SCOPE,
+        nonce: str | None = None,
+    ) -> dict[str, Any]:
+        """The token response a code exchange would give, without HTTP (nothing counted).
+
+        Starts a new refresh-token family for ``sub`` (default ``default_user``;
+        ``KeyError`` for a user never added) whose ``sid`` (random unless given)
+        every token of the family carries. Returns ``access_token``, ``token_type``
+        (``Bearer``), ``expires_in`` (``access_ttl``), ``scope``, ``id_token`` when
+        the scope has ``openid`` and ``refresh_token`` when it has ``offline_access``.
+        """
+        return self._oauth.login(sub, sid=sid, scope=scope, nonce=nonce)
+
     # -- HTTP -------------------------------------------------------------------
 
     def discovery(self) -> dict[str, Any]:
@@ -383,6 +509,13 @@ class DevIssuer:
             "subject_types_supported": ["public"],
             "code_challenge_methods_supported": ["S256"],
             "grant_types_supported": ["authorization_code", "refresh_token"],
+            "scopes_supported": DEFAULT_SCOPE.split(),
+            "token_endpoint_auth_methods_supported": (
+                ["none"]
+                if self.client_secret is None
+                else ["client_secret_basic", "client_secret_post"]
+            ),
+            "authorization_response_iss_parameter_supported": True,
         }
 
     def routes(self) -> list[BaseRoute]:
@@ -390,6 +523,7 @@ class DevIssuer:
         return [
             Route("/.well-known/openid-configuration", self._discovery_endpoint, methods=["GET"]),
             Route("/jwks", self._jwks_endpoint, methods=["GET"]),
+            *self._oauth.routes(),
         ]
 
     async def _discovery_endpoint(self, request: Request) -> JSONResponse:
@@ -424,7 +558,10 @@ class DevIssuer:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((host, port))
             issuer = cls(issuer=f"http://{host}:{sock.getsockname()[1]}", **kwargs)
-            config = uvicorn.Config(issuer.app, log_level="warning", lifespan="off")
+            # No access log: /logout's id_token_hint travels in the query string.
+            config = uvicorn.Config(
+                issuer.app, log_level="warning", access_log=False, lifespan="off"
+            )
             server = uvicorn.Server(config)
             thread = threading.Thread(
                 target=server.run, kwargs={"sockets": [sock]}, name="dev-issuer", daemon=True
@@ -439,7 +576,12 @@ class DevIssuer:
                 yield issuer
             finally:
                 server.should_exit = True
-                thread.join(timeout)
+                # Requests parked in token_delay or fail_mode="timeout" would hold the
+                # graceful shutdown for their whole sleep: wake them until it is over.
+                deadline = time.monotonic() + timeout
+                while thread.is_alive() and time.monotonic() < deadline:
+                    issuer._oauth.wake_sleepers()
+                    thread.join(0.05)
                 if thread.is_alive():
                     server.force_exit = True
                     thread.join(timeout)

@@ -22,7 +22,9 @@ import json
 import math
 import time
 from base64 import urlsafe_b64decode
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -49,7 +51,7 @@ from .session import Session
 if TYPE_CHECKING:
     from .config import AppConfig, ClaimsSettings
 
-__all__ = ["Clock", "TokenVerifier", "unverified_header", "verify_jws"]
+__all__ = ["CacheStats", "Clock", "TokenVerifier", "unverified_header", "verify_jws"]
 
 Clock = Callable[[], float]
 
@@ -102,7 +104,8 @@ def _parse_header(raw: bytes) -> dict[str, Any]:
     if "\\" in text or any(text.count(f'"{name}"') > 1 for name in header):
         try:
             header = dict(json.loads(text, object_pairs_hook=_refuse_duplicates))
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
+            # RecursionError: stdlib json nests less deeply than orjson.
             raise TokenMalformed("the header is not valid JSON") from exc
     return header
 
@@ -137,9 +140,26 @@ def unverified_header(token: str) -> dict[str, Any]:
     """
     if len(token) > 65536 or not token.isascii() or token.count(".") != 2:
         raise TokenMalformed("the token is not a compact JWS")
-    header = _parse_header(_b64url(token.partition(".")[0], "header"))
-    _check_header(header)
-    return header
+    return dict(_header(token.partition(".")[0])[0])
+
+
+#: Parsed, checked headers by their base64url segment. Tokens from one key
+#: share a header, so this turns header parsing into a dict lookup. Bounded;
+#: values are never handed to callers (they get copies).
+_HEADERS: dict[str, tuple[dict[str, Any], str, str | None]] = {}
+_HEADERS_MAX = 1024
+
+
+def _header(segment: str) -> tuple[dict[str, Any], str, str | None]:
+    cached = _HEADERS.get(segment)
+    if cached is not None:
+        return cached
+    header = _parse_header(_b64url(segment, "header"))
+    alg, kid = _check_header(header)
+    if len(_HEADERS) >= _HEADERS_MAX:
+        _HEADERS.clear()
+    _HEADERS[segment] = result = (header, alg, kid)
+    return result
 
 
 def verify_jws(
@@ -150,7 +170,14 @@ def verify_jws(
     Raises a :class:`~verifier.errors.TokenError` subclass; the message never
     contains the token.
     """
+    header, payload = _verify(token, keys, max_bytes)
+    return dict(header), payload
+
+
+def _verify(token: str | bytes, keys: KeyStore, max_bytes: int) -> tuple[Mapping[str, Any], bytes]:
     if isinstance(token, bytes | bytearray):
+        if len(token) > max_bytes:
+            raise TokenTooLarge(size=len(token), limit=max_bytes)
         try:
             token = bytes(token).decode("ascii")
         except UnicodeDecodeError as exc:
@@ -168,8 +195,7 @@ def verify_jws(
         raise TokenMalformed(f"a compact JWS has 3 segments, this token has {len(parts)}")
     header_b64, payload_b64, signature_b64 = parts
 
-    header = _parse_header(_b64url(header_b64, "header"))
-    alg, kid = _check_header(header)
+    header, alg, kid = _header(header_b64)
     payload = _b64url(payload_b64, "payload")
     signature = _b64url(signature_b64, "signature")
     key = keys.key_for(kid, alg)
@@ -219,6 +245,20 @@ def _audiences(claims: Mapping[str, Any]) -> list[str]:
     raise ClaimsInvalid('the "aud" claim is neither a string nor a list of strings', claim="aud")
 
 
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _CacheEntry:
+    session: Session
+    valid_from: float
+    valid_until: float
+    kids: tuple[str | None, str | None]
+
+
 class TokenVerifier:
     """Verifies access and ID tokens against baked keys; no I/O.
 
@@ -238,6 +278,7 @@ class TokenVerifier:
         require_at_jwt: bool = False,
         access_claim: str | None = None,
         claim_names: ClaimsSettings | None = None,
+        cache_size: int = 10_000,
         now: Clock = time.time,
     ) -> None:
         self.keys = keys
@@ -250,6 +291,14 @@ class TokenVerifier:
         self.access_claim = access_claim
         self.claim_names = claim_names
         self.now = now
+        self.cache_size = cache_size
+        self.cache_stats = CacheStats()
+        # LRU by access (and ID) token string; stdlib OrderedDict is enough and
+        # keeps the hot path to one lookup and one move_to_end.
+        self._cache: OrderedDict[tuple[str, str | None], _CacheEntry] | None = (
+            OrderedDict() if cache_size > 0 else None
+        )
+        keys.on_change(self._evict_kids)
 
     @classmethod
     def from_config(
@@ -267,6 +316,7 @@ class TokenVerifier:
             require_at_jwt=auth.require_at_jwt,
             access_claim=auth.access_claim,
             claim_names=config.claims,
+            cache_size=config.cache.size,
             now=now,
         )
 
@@ -278,13 +328,18 @@ class TokenVerifier:
         ``check_expiry=False`` is for refresh decisions only (the signature
         and every other claim are still checked).
         """
-        header, payload = verify_jws(token, self.keys, max_bytes=self.max_token_bytes)
+        return self._verify_access(token, check_expiry)[1]
+
+    def _verify_access(
+        self, token: str | bytes, check_expiry: bool = True
+    ) -> tuple[Mapping[str, Any], dict[str, Any]]:
+        header, payload = _verify(token, self.keys, self.max_token_bytes)
         claims = _load_claims(payload)
         self._check_access_type(header, claims)
         self._check_common(claims, check_expiry=check_expiry)
         if not self.audiences.intersection(_audiences(claims)):
             raise AudienceMismatch()
-        return claims
+        return header, claims
 
     def _check_access_type(self, header: Mapping[str, Any], claims: Mapping[str, Any]) -> None:
         if any(name in claims for name in _ID_TOKEN_ONLY):
@@ -330,7 +385,15 @@ class TokenVerifier:
         several audiences), ``sub`` and ``sid`` are checked; its ``exp`` is not
         (the ID token proves the login, the access token carries the session).
         """
-        header, payload = verify_jws(token, self.keys, max_bytes=self.max_token_bytes)
+        return self._verify_id(token, access_claims, nonce)[1]
+
+    def _verify_id(
+        self,
+        token: str | bytes,
+        access_claims: Mapping[str, Any] | None = None,
+        nonce: str | None = None,
+    ) -> tuple[Mapping[str, Any], dict[str, Any]]:
+        header, payload = _verify(token, self.keys, self.max_token_bytes)
         claims = _load_claims(payload)
         if _is_at_jwt(header.get("typ")):
             raise TokenTypeInvalid("an access token is not an ID token")
@@ -350,7 +413,7 @@ class TokenVerifier:
             sid, access_sid = claims.get("sid"), access_claims.get("sid")
             if sid is not None and access_sid is not None and sid != access_sid:
                 raise IdTokenMismatch("the ID token is for another session")
-        return claims
+        return header, claims
 
     def _check_id_audience(self, claims: Mapping[str, Any]) -> None:
         if self.client_id is None:
@@ -367,7 +430,51 @@ class TokenVerifier:
     # -- sessions ------------------------------------------------------------
 
     def session(self, access_token: str | bytes, id_token: str | bytes | None = None) -> Session:
-        """Verify the pair and build the :class:`~verifier.session.Session`."""
-        access = self.verify_access(access_token)
-        id_claims = self.verify_id(id_token, access_claims=access) if id_token else None
-        return Session.from_claims(access, id_claims, names=self.claim_names)
+        """Verify the pair and build the :class:`~verifier.session.Session`.
+
+        A pair verified before is served from the cache (the exact token
+        strings are the key) after re-checking ``exp`` and ``nbf`` against
+        the clock; a hit returns the same ``Session`` object.
+        """
+        cache = self._cache
+        if cache is not None and type(access_token) is str:
+            key = (access_token, id_token if type(id_token) is str else None)
+            entry = cache.get(key)
+            if entry is not None:
+                now = self.now()
+                if entry.valid_from <= now < entry.valid_until:
+                    cache.move_to_end(key)
+                    self.cache_stats.hits += 1
+                    return entry.session
+                del cache[key]
+            self.cache_stats.misses += 1
+        header, access = self._verify_access(access_token)
+        id_header: Mapping[str, Any] | None = None
+        id_claims = None
+        if id_token:
+            id_header, id_claims = self._verify_id(id_token, access)
+        session = Session.from_claims(access, id_claims, names=self.claim_names)
+        if (
+            cache is not None
+            and type(access_token) is str
+            and (id_token is None or type(id_token) is str)
+        ):
+            kids = (header.get("kid"), id_header.get("kid") if id_header else header.get("kid"))
+            nbf = access.get("nbf")
+            valid_from = float(nbf) - self.leeway if nbf is not None else float("-inf")
+            entry = _CacheEntry(session, valid_from, session.expires_at + self.leeway, kids)
+            cache[(access_token, id_token)] = entry
+            if len(cache) > self.cache_size:
+                cache.popitem(last=False)
+        return session
+
+    def _evict_kids(self, kids: frozenset[str | None]) -> None:
+        """Drop cached sessions verified with keys that were removed or replaced."""
+        if self._cache is None:
+            return
+        for key in [key for key, entry in self._cache.items() if kids.intersection(entry.kids)]:
+            del self._cache[key]
+
+    def clear_cache(self) -> None:
+        if self._cache is not None:
+            self._cache.clear()

@@ -1,0 +1,469 @@
+"""Authorization from the session: organizations, projects, roles, scopes.
+
+The middleware answers "who is this" (401); this module answers "may they"
+(403, or 400 when the request must choose an organization). Everything here
+reads the signed claims in :class:`~verifier.session.Session` and never calls
+the issuer.
+
+Organization context (:func:`resolve_org`), first match wins:
+
+1. an organization the request names explicitly (``X-Org-Id``, matched by id;
+   ``X-Org-Slug``, matched by slug; a path parameter the app names, matched
+   by id, then slug). It must be one of the caller's memberships, else
+   ``org_forbidden``; selectors naming different organizations are a bad
+   request (``org_required``);
+2. the ``active_org`` claim (its name is configurable), by id then slug, when
+   it names a membership. A claim naming an organization the caller is not a
+   member of is ignored, not refused: it is the issuer's hint about the last
+   selection, can only go stale, and ignoring it can never grant more than
+   the memberships the same token lists;
+3. the only organization, when there is exactly one;
+4. otherwise ``org_required`` (400, its message lists the slugs) when there
+   are several, or ``org_membership_required`` (403) when there are none.
+
+Project access (:func:`check_project`, :func:`acheck_project`) never lets the
+request say which organization a project belongs to: a project is allowed
+when the token lists it, or when the app's own ``lookup`` names an
+organization the caller is a member of.
+
+The decorators follow ``starlette.authentication.requires``: they find the
+``request`` or ``websocket`` argument by name, answer anonymous callers with
+401 and authorization failures with the error's JSON and status, and leave
+the resolved organization in ``request.state.org``. FastAPI dependencies live
+in :mod:`verifier.fastapi`; this module never imports FastAPI.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, ParamSpec
+
+from starlette._utils import is_async_callable
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, Response
+from starlette.websockets import WebSocket
+
+from .errors import (
+    AuthzError,
+    OrgForbidden,
+    OrgMembershipRequired,
+    OrgRequired,
+    ProjectForbidden,
+    RoleInsufficient,
+    ScopeInsufficient,
+    TokenMissing,
+    VerifierError,
+)
+from .middleware import error_response, get_session
+from .session import ROLE_RANK, Organization, Session, role_rank
+
+__all__ = [
+    "DEFAULT_ACTIVE_ORG_CLAIM",
+    "ORG_ID_HEADER",
+    "ORG_REQUIRED_FORWARD_AUTH_STATUS",
+    "ORG_SLUG_HEADER",
+    "ProjectLookup",
+    "acheck_project",
+    "check_project",
+    "error_body",
+    "org_from_request",
+    "require_role",
+    "require_scopes",
+    "require_session",
+    "requires_org",
+    "requires_project",
+    "requires_scopes",
+    "resolve_org",
+    "response_for",
+    "status_for",
+    "unauthenticated_response",
+    "validate_role",
+    "validate_scopes",
+]
+
+_P = ParamSpec("_P")
+
+ORG_ID_HEADER = "x-org-id"
+ORG_SLUG_HEADER = "x-org-slug"
+DEFAULT_ACTIVE_ORG_CLAIM = "active_org"
+
+#: ``org_required`` on the forward-auth endpoint: nginx ``auth_request`` only
+#: accepts 2xx, 401 and 403 from it (anything else becomes a 500).
+ORG_REQUIRED_FORWARD_AUTH_STATUS = 403
+
+#: The app's answer to "which organization owns this project?": an
+#: organization id, or ``None`` when the project does not exist. Sync or async.
+ProjectLookup = Callable[[str], str | Awaitable[str | None] | None]
+
+# RFC 6750 §3.1: a request without credentials gets a bare challenge.
+_CHALLENGE = "Bearer"
+# Refusing an upgrade where the denial-response extension is missing:
+# before accept the client sees 403 whatever the code; 1008 is "policy".
+_WS_POLICY_VIOLATION = 1008
+_SIGN_IN = "this endpoint needs a signed-in caller"
+
+
+# -- organizations -------------------------------------------------------------
+
+
+def _by_id(session: Session, org_id: str) -> Organization | None:
+    return next((org for org in session.organizations if org.id == org_id), None)
+
+
+def _by_slug(session: Session, slug: str) -> Organization | None:
+    return next((org for org in session.organizations if org.slug == slug), None)
+
+
+def _by_ref(session: Session, ref: str) -> Organization | None:
+    """Id first, so a slug that happens to equal another org's id cannot win."""
+    return _by_id(session, ref) or _by_slug(session, ref)
+
+
+def _given(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    return value or None
+
+
+def resolve_org(
+    session: Session,
+    *,
+    explicit_id: str | None = None,
+    explicit_slug: str | None = None,
+    explicit: str | None = None,
+    active_claim: str = DEFAULT_ACTIVE_ORG_CLAIM,
+) -> Organization:
+    """The organization this request acts in (see the module doc for the order).
+
+    ``explicit_id`` matches ids only, ``explicit_slug`` slugs only, and
+    ``explicit`` (a path parameter) an id, then a slug; empty values count as
+    absent. Raises ``OrgForbidden`` when an explicit selector is not a
+    membership, ``OrgRequired`` (400) when selectors disagree or when several
+    memberships leave the choice open, ``OrgMembershipRequired`` when there
+    are none.
+    """
+    selectors = (
+        ("id", _given(explicit_id), _by_id),
+        ("slug", _given(explicit_slug), _by_slug),
+        ("reference", _given(explicit), _by_ref),
+    )
+    chosen: Organization | None = None
+    for kind, value, find in selectors:
+        if value is None:
+            continue
+        org = find(session, value)
+        if org is None:
+            raise OrgForbidden(selector=kind)
+        if chosen is not None and org != chosen:
+            raise OrgRequired(
+                "the request names different organizations; name one",
+                organizations=[o.slug for o in session.organizations],
+            )
+        chosen = org
+    if chosen is not None:
+        return chosen
+
+    active = session.claims.get(active_claim)
+    if isinstance(active, str) and (org := _by_ref(session, active)) is not None:
+        return org
+
+    if len(session.organizations) == 1:
+        return session.organizations[0]
+    if not session.organizations:
+        raise OrgMembershipRequired()
+    slugs = [org.slug for org in session.organizations]
+    raise OrgRequired(
+        "choose an organization for this request (X-Org-Slug or X-Org-Id): one of "
+        + ", ".join(slugs),
+        organizations=slugs,
+    )
+
+
+def require_session(conn: HTTPConnection) -> Session:
+    """The request's session; ``TokenMissing`` (401) when anonymous.
+
+    Raises ``RuntimeError`` when ``JWTSessionMiddleware`` is not installed.
+    """
+    session = get_session(conn)
+    if session is None:
+        raise TokenMissing(_SIGN_IN)
+    return session
+
+
+def org_from_request(
+    conn: HTTPConnection,
+    *,
+    path_param: str | None = None,
+    active_claim: str = DEFAULT_ACTIVE_ORG_CLAIM,
+) -> Organization:
+    """:func:`resolve_org` fed from ``X-Org-Id``, ``X-Org-Slug`` and ``path_param``.
+
+    Raises ``TokenMissing`` for anonymous callers, and ``RuntimeError`` when
+    ``path_param`` is not a parameter of the matched route (a wiring mistake).
+    """
+    session = require_session(conn)
+    explicit = None
+    if path_param is not None:
+        if path_param not in conn.path_params:
+            raise RuntimeError(f"the route has no path parameter {path_param!r}")
+        explicit = str(conn.path_params[path_param])
+    return resolve_org(
+        session,
+        explicit_id=conn.headers.get(ORG_ID_HEADER),
+        explicit_slug=conn.headers.get(ORG_SLUG_HEADER),
+        explicit=explicit,
+        active_claim=active_claim,
+    )
+
+
+# -- projects --------------------------------------------------------------------
+
+
+def _listed(session: Session, project_id: str) -> bool:
+    return any(project.id == project_id for project in session.projects)
+
+
+def _member_of(session: Session, organization_id: object) -> bool:
+    return isinstance(organization_id, str) and _by_id(session, organization_id) is not None
+
+
+def check_project(
+    session: Session, project_id: str, *, lookup: ProjectLookup | None = None
+) -> None:
+    """Allow ``project_id`` when the token lists it, or ``lookup`` puts it in a membership.
+
+    ``lookup(project_id)`` is the app's answer (an organization id, or None);
+    it must be synchronous here (use :func:`acheck_project` for async ones).
+    Raises ``ProjectForbidden`` otherwise.
+    """
+    if _listed(session, project_id):
+        return
+    if lookup is not None:
+        owner = lookup(project_id)
+        if inspect.isawaitable(owner):
+            if inspect.iscoroutine(owner):
+                owner.close()  # never awaited: close it to avoid a warning
+            raise TypeError("lookup is asynchronous; use acheck_project")
+        if _member_of(session, owner):
+            return
+    raise ProjectForbidden()
+
+
+async def acheck_project(
+    session: Session, project_id: str, *, lookup: ProjectLookup | None = None
+) -> None:
+    """:func:`check_project` for a sync or async ``lookup``."""
+    if _listed(session, project_id):
+        return
+    if lookup is not None:
+        owner = lookup(project_id)
+        if inspect.isawaitable(owner):
+            owner = await owner
+        if _member_of(session, owner):
+            return
+    raise ProjectForbidden()
+
+
+# -- roles and scopes --------------------------------------------------------------
+
+
+def validate_role(role: str) -> str:
+    """``role`` when it is a known role name; ``ValueError`` otherwise."""
+    if role not in ROLE_RANK:
+        known = ", ".join(ROLE_RANK)
+        raise ValueError(f"unknown role {role!r}; known roles: {known}")
+    return role
+
+
+def require_role(org: Organization, role: str) -> None:
+    """``RoleInsufficient`` unless the caller's role in ``org`` ranks at least ``role``.
+
+    member < admin < owner; unknown or missing roles rank below member.
+    Requiring an unknown role name raises ``ValueError``.
+    """
+    if org.rank < role_rank(validate_role(role)):
+        raise RoleInsufficient(
+            f"this needs the {role} role in {org.slug}", required=role, role=org.role
+        )
+
+
+def validate_scopes(scopes: Sequence[str]) -> tuple[str, ...]:
+    """``scopes`` as a tuple; ``ValueError`` for an empty or whitespace-holding scope."""
+    for scope in scopes:
+        if not isinstance(scope, str) or not scope or any(c.isspace() for c in scope):
+            raise ValueError(f"invalid scope {scope!r}")
+    return tuple(scopes)
+
+
+def require_scopes(session: Session, *scopes: str) -> None:
+    """``ScopeInsufficient`` (403, ``insufficient_scope``) unless the session has every scope."""
+    missing = [scope for scope in validate_scopes(scopes) if scope not in session.scopes]
+    if missing:
+        raise ScopeInsufficient(
+            "the token lacks a required scope: " + " ".join(missing),
+            missing=missing,
+            required=list(scopes),
+        )
+
+
+# -- responses ------------------------------------------------------------------------
+
+
+def status_for(exc: VerifierError, *, forward_auth: bool) -> int:
+    """The HTTP status to answer ``exc`` with.
+
+    On the forward-auth endpoint nginx accepts only 2xx, 401 and 403, so a
+    4xx other than 401 (``org_required``) becomes 403; server errors keep
+    their status. Elsewhere it is ``exc.status``.
+    """
+    if forward_auth and isinstance(exc, OrgRequired):
+        return ORG_REQUIRED_FORWARD_AUTH_STATUS
+    if forward_auth and 400 <= exc.status < 500 and exc.status != 401:
+        return 403
+    return exc.status
+
+
+def error_body(exc: VerifierError) -> dict[str, str]:
+    """The JSON body for ``exc``; an anonymous caller's ``error`` is ``invalid_token``."""
+    if isinstance(exc, TokenMissing):
+        return {"error": "invalid_token", "code": exc.code, "message": exc.message}
+    return exc.to_dict()
+
+
+def unauthenticated_response(exc: TokenMissing | None = None) -> Response:
+    """401 for a caller without credentials: ``token_missing`` and a bare ``Bearer`` challenge."""
+    body = error_body(exc or TokenMissing(_SIGN_IN))
+    headers = {"WWW-Authenticate": _CHALLENGE, "Cache-Control": "no-store"}
+    return JSONResponse(body, status_code=401, headers=headers)
+
+
+def response_for(exc: VerifierError) -> Response:
+    """The JSON answer for an authorization failure (401 for anonymous callers)."""
+    if isinstance(exc, TokenMissing):
+        return unauthenticated_response(exc)
+    return error_response(exc)
+
+
+# -- Starlette decorators ------------------------------------------------------------
+
+_Check = Callable[[HTTPConnection], Awaitable[None]]
+
+
+def _connection_argument(func: Callable[..., Any]) -> tuple[int, str]:
+    """Position and name of the ``request`` / ``websocket`` parameter, as Starlette finds it."""
+    for idx, parameter in enumerate(inspect.signature(func).parameters.values()):
+        if parameter.name in ("request", "websocket"):
+            return idx, parameter.name
+    raise TypeError(f'No "request" or "websocket" argument on function "{func}"')
+
+
+def _guard(check: _Check) -> Callable[[Callable[_P, Any]], Callable[_P, Any]]:
+    """Wrap an endpoint like ``starlette.authentication.requires`` does."""
+
+    def decorator(func: Callable[_P, Any]) -> Callable[_P, Any]:
+        idx, kind = _connection_argument(func)
+
+        if kind == "websocket":
+
+            @functools.wraps(func)
+            async def websocket_wrapper(*args: _P.args, **kwargs: _P.kwargs) -> None:
+                websocket = kwargs.get("websocket", args[idx] if idx < len(args) else None)
+                assert isinstance(websocket, WebSocket), (
+                    "Parameter with name 'websocket' is required to be of type 'WebSocket'"
+                    f" not '{type(websocket).__name__}'"
+                )
+                try:
+                    await check(websocket)
+                except (TokenMissing, AuthzError) as exc:
+                    await _deny(websocket, exc)
+                    return
+                await func(*args, **kwargs)
+
+            return websocket_wrapper
+
+        # Sync endpoints get an async wrapper too (the check may await an
+        # async lookup); the endpoint itself still runs in the threadpool.
+        @functools.wraps(func)
+        async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> Any:
+            request = kwargs.get("request", args[idx] if idx < len(args) else None)
+            assert isinstance(request, Request), (
+                "Parameter with name 'request' is required to be of type 'Request'"
+                f" not '{type(request).__name__}'"
+            )
+            try:
+                await check(request)
+            except (TokenMissing, AuthzError) as exc:
+                return response_for(exc)
+            if is_async_callable(func):
+                return await func(*args, **kwargs)
+            return await run_in_threadpool(func, *args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+async def _deny(websocket: WebSocket, exc: VerifierError) -> None:
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(response_for(exc))
+    else:
+        await websocket.close(code=_WS_POLICY_VIOLATION)
+
+
+def requires_org(
+    role: str | None = None,
+    *,
+    path_param: str | None = None,
+    active_claim: str = DEFAULT_ACTIVE_ORG_CLAIM,
+) -> Callable[[Callable[_P, Any]], Callable[_P, Any]]:
+    """Resolve the organization (``request.state.org``), optionally at least ``role``.
+
+    ``path_param`` names a route parameter holding the organization's id or
+    slug. An unknown ``role`` raises ``ValueError`` here, at decoration time.
+    """
+    if role is not None:
+        validate_role(role)
+
+    async def check(conn: HTTPConnection) -> None:
+        org = org_from_request(conn, path_param=path_param, active_claim=active_claim)
+        if role is not None:
+            require_role(org, role)
+        conn.state.org = org
+
+    return _guard(check)
+
+
+def requires_project(
+    param: str = "project_id", *, lookup: ProjectLookup | None = None
+) -> Callable[[Callable[_P, Any]], Callable[_P, Any]]:
+    """Allow the project named by path parameter ``param`` (``request.state.project_id``).
+
+    ``lookup(project_id) -> organization id | None`` (sync or async) is the
+    app's source of truth for projects the token does not list.
+    """
+
+    async def check(conn: HTTPConnection) -> None:
+        session = require_session(conn)
+        if param not in conn.path_params:
+            raise RuntimeError(f"the route has no path parameter {param!r}")
+        project_id = str(conn.path_params[param])
+        await acheck_project(session, project_id, lookup=lookup)
+        conn.state.project_id = project_id
+
+    return _guard(check)
+
+
+def requires_scopes(*scopes: str) -> Callable[[Callable[_P, Any]], Callable[_P, Any]]:
+    """Require every token scope in ``scopes`` (403 ``insufficient_scope`` otherwise)."""
+    if not scopes:
+        raise ValueError("requires_scopes needs at least one scope")
+    validate_scopes(scopes)
+
+    async def check(conn: HTTPConnection) -> None:
+        require_scopes(require_session(conn), *scopes)
+
+    return _guard(check)
