@@ -38,8 +38,12 @@ def issuer() -> DevIssuer:
     return DevIssuer(issuer=ISSUER, audience="api", client_id="web")
 
 
-def make_config(issuer: DevIssuer, **auth: Any) -> AppConfig:
-    """An AppConfig whose bake is the issuer's current JWKS."""
+def make_config(issuer: DevIssuer, *, keys: dict[str, Any] | None = None, **auth: Any) -> AppConfig:
+    """An AppConfig whose bake is the issuer's current JWKS.
+
+    The remote key layer is off (``keys.remote=never``) unless ``keys`` says
+    otherwise: unit tests must not depend on an issuer being reachable.
+    """
     values: dict[str, Any] = {
         "issuer": issuer.issuer,
         "audience": "api",
@@ -47,7 +51,7 @@ def make_config(issuer: DevIssuer, **auth: Any) -> AppConfig:
         "jwks": parse_jwks(issuer.jwks()),
     }
     values.update(auth)
-    return AppConfig(auth=values)
+    return AppConfig(auth=values, keys=keys or {"remote": "never"})
 
 
 @pytest.fixture

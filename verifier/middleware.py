@@ -43,6 +43,7 @@ from .cookies import (
 from .errors import CSRFRejected, RefreshFailed, TokenExpired, VerifierError
 from .keys import VerificationKey
 from .refresh import InProcessRefresher, Refresher
+from .remote import RemoteKeys
 from .session import Session
 from .stats import MiddlewareStats
 from .tokens import TokenVerifier, unverified_header
@@ -276,6 +277,9 @@ class JWTSessionMiddleware:
         self.app = app
         self.config = config
         self.verifier = verifier or TokenVerifier.from_config(config)
+        if remote is None and config.keys.remote != "never":
+            # DESIGN's default: fetch only for an unknown kid (or with nothing baked).
+            remote = RemoteKeys.from_config(config, self.verifier.keys)
         self.remote = remote
         self.refresher: Refresher | None = refresher or InProcessRefresher.from_config(
             config, self.verifier
@@ -286,6 +290,8 @@ class JWTSessionMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
+            if scope["type"] == "lifespan" and isinstance(self.remote, RemoteKeys):
+                receive = self._on_startup(receive, self.remote)
             await self.app(scope, receive, send)
             return
 
@@ -387,6 +393,18 @@ class JWTSessionMiddleware:
         stats.websocket_authenticated += 1
         scope["auth"], scope["user"] = session, session.user
         await self.app(scope, receive, send)
+
+    @staticmethod
+    def _on_startup(receive: Receive, remote: RemoteKeys) -> Receive:
+        """``keys.remote=always`` fetches once at start-up (a failure is recorded)."""
+
+        async def receive_and_start() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup" and remote.mode == "always":
+                await remote.start()
+            return message
+
+        return receive_and_start
 
     def _refresh_due(
         self, access: str | None, session: Session | None, error: VerifierError | None

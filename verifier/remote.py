@@ -111,7 +111,9 @@ class RemoteKeys:
         self._baked_by_kid = {key.kid: key for key in baked_keys if key.kid is not None}
         self._baked_thumbprints = frozenset(key.thumbprint for key in baked_keys)
         self._remote: JWKSet | None = None
-        self._last_ok: float | None = None
+        # The bake is the last good set we know of: an unknown kid while the
+        # issuer is down is key_not_found, until stale_if_error has passed.
+        self._last_ok: float | None = self._now() if baked_keys else None
         self._last_attempt: float | None = None
         self._task: asyncio.Task[JWKSError | None] | None = None
         self._seq = 0
