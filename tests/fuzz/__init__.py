@@ -1,0 +1,260 @@
+"""Property-based fuzzing of the verifier (hypothesis); see docs/fuzzing.md.
+
+Each test states its example count for the ``ci`` profile with
+``settings(max_examples=examples(N))``; the ``long`` profile
+(``JWTEDGE_FUZZ=long``) replaces every count with :data:`LONG_EXAMPLES`.
+"""
+
+from __future__ import annotations
+
+import os
+
+#: ``JWTEDGE_FUZZ=long`` selects the long profile; anything else runs ``ci``.
+PROFILE = "long" if os.environ.get("JWTEDGE_FUZZ", "").strip().lower() == "long" else "ci"
+#: Examples per test in the long profile.
+LONG_EXAMPLES = 100_000
+
+
+def examples(ci: int) -> int:
+    """``ci`` examples in the ci profile, :data:`LONG_EXAMPLES` in the long one."""
+    return ci if PROFILE == "ci" else LONG_EXAMPLES
+
+
+# -- an independent oracle ----------------------------------------------------
+#
+# What "genuinely valid" means, written from DESIGN.md's verification rules
+# with the stdlib and raw ``cryptography`` only (no verifier code), so a fuzz
+# test can ask "should this token have been accepted?" without trusting the
+# code under test. It is deliberately no stricter than the design: a token the
+# oracle calls valid may still be refused, never the other way round.
+
+import base64  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import re  # noqa: E402
+from collections.abc import Mapping  # noqa: E402
+from typing import Any  # noqa: E402
+
+from cryptography.exceptions import InvalidSignature  # noqa: E402
+from cryptography.hazmat.primitives import hashes  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature  # noqa: E402
+
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
+_KEY_REFERENCES = ("jku", "x5u", "x5c", "jwk", "crit")
+_ID_TOKEN_ONLY = ("nonce", "at_hash", "c_hash")
+_CURVES = {"P-256": ec.SECP256R1(), "P-384": ec.SECP384R1(), "P-521": ec.SECP521R1()}
+
+
+def _b64(data: str) -> bytes:
+    return base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
+
+
+def _strict_segment(segment: str) -> bytes | None:
+    if not _SEGMENT.fullmatch(segment) or len(segment) % 4 == 1:
+        return None
+    raw = _b64(segment)
+    # Canonical only: re-encoding gives the same text (no stray unused bits).
+    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode() != segment:
+        return None
+    return raw
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    names = [name for name, _ in pairs]
+    if len(set(names)) != len(names):
+        raise ValueError("duplicate member")
+    return dict(pairs)
+
+
+def _json_object(raw: bytes, *, duplicates: bool) -> dict[str, Any] | None:
+    hook = None if duplicates else _no_duplicates
+    try:
+        value = json.loads(raw.decode("utf-8"), object_pairs_hook=hook)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+class OracleKey:
+    """A public key from a JWKS dict, bound to its one algorithm."""
+
+    def __init__(self, jwk: Mapping[str, Any]) -> None:
+        self.kid: str = jwk["kid"]
+        self.alg: str = "Ed25519" if jwk["alg"] == "EdDSA" else jwk["alg"]
+        key: Any
+        if jwk["kty"] == "RSA":
+            n, e = (int.from_bytes(_b64(jwk[m]), "big") for m in ("n", "e"))
+            key = rsa.RSAPublicNumbers(e, n).public_key()
+        elif jwk["kty"] == "EC":
+            x, y = (int.from_bytes(_b64(jwk[m]), "big") for m in ("x", "y"))
+            key = ec.EllipticCurvePublicNumbers(x, y, _CURVES[jwk["crv"]]).public_key()
+        else:
+            key = ed25519.Ed25519PublicKey.from_public_bytes(_b64(jwk["x"]))
+        self.key = key
+
+    def verifies(self, signing_input: bytes, signature: bytes) -> bool:
+        digest = {"256": hashes.SHA256(), "384": hashes.SHA384(), "512": hashes.SHA512()}
+        try:
+            if self.alg.startswith("RS"):
+                self.key.verify(signature, signing_input, padding.PKCS1v15(), digest[self.alg[2:]])
+            elif self.alg.startswith("PS"):
+                pss = padding.PSS(
+                    padding.MGF1(digest[self.alg[2:]]), digest[self.alg[2:]].digest_size
+                )
+                self.key.verify(signature, signing_input, pss, digest[self.alg[2:]])
+            elif self.alg.startswith("ES"):
+                size = (self.key.curve.key_size + 7) // 8
+                if len(signature) != 2 * size:
+                    return False
+                r = int.from_bytes(signature[:size], "big")
+                s = int.from_bytes(signature[size:], "big")
+                der = encode_dss_signature(r, s)
+                self.key.verify(der, signing_input, ec.ECDSA(digest[self.alg[2:]]))
+            else:
+                self.key.verify(signature, signing_input)
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+
+class Oracle:
+    """Says whether a token is genuinely valid, independently of the verifier."""
+
+    def __init__(
+        self,
+        jwks: Mapping[str, Any],
+        *,
+        issuer: str,
+        audience: str,
+        client_id: str,
+        now: float,
+        leeway: float = 30.0,
+        max_bytes: int = 8192,
+    ) -> None:
+        self.keys = [OracleKey(jwk) for jwk in jwks["keys"]]
+        self.issuer = issuer
+        self.audience = audience
+        self.client_id = client_id
+        self.now = now
+        self.leeway = leeway
+        self.max_bytes = max_bytes
+
+    def signed_parts(self, token: object) -> tuple[dict[str, Any], bytes] | None:
+        """``(header, payload)`` when the JWS itself is valid, else None."""
+        if isinstance(token, bytes | bytearray):
+            try:
+                token = bytes(token).decode("ascii")
+            except UnicodeDecodeError:
+                return None
+        if not isinstance(token, str) or not token.isascii() or len(token) > self.max_bytes:
+            return None
+        parts = token.split(".")
+        if len(parts) != 3:
+            return None
+        raw = [_strict_segment(part) for part in parts]
+        if any(segment is None for segment in raw):
+            return None
+        header_raw, payload, signature = raw
+        assert header_raw is not None and payload is not None and signature is not None
+        header = _json_object(header_raw, duplicates=False)
+        if header is None or not self._header_ok(header):
+            return None
+        alg = "Ed25519" if header["alg"] == "EdDSA" else header["alg"]
+        if "kid" in header:
+            candidates = [key for key in self.keys if key.kid == header["kid"]]
+        else:
+            candidates = [key for key in self.keys if key.alg == alg]
+        if len(candidates) != 1 or candidates[0].alg != alg:
+            return None
+        signing_input = f"{parts[0]}.{parts[1]}".encode("ascii")
+        if not candidates[0].verifies(signing_input, signature):
+            return None
+        return header, payload
+
+    @staticmethod
+    def _header_ok(header: Mapping[str, Any]) -> bool:
+        if not isinstance(header.get("alg"), str):
+            return False
+        if any(name in header for name in _KEY_REFERENCES):
+            return False
+        if "b64" in header and header["b64"] is not True:
+            return False
+        return all(
+            header.get(name) is None or isinstance(header[name], str) for name in ("kid", "typ")
+        )
+
+    def _date_ok(self, claims: Mapping[str, Any], name: str) -> bool:
+        if name not in claims:
+            return True
+        value = claims[name]
+        return (
+            not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+        )
+
+    def _audiences(self, claims: Mapping[str, Any]) -> list[str] | None:
+        aud = claims.get("aud")
+        if isinstance(aud, str):
+            return [aud]
+        if isinstance(aud, list) and aud and all(isinstance(item, str) for item in aud):
+            return aud
+        return None
+
+    def access_claims(self, token: object) -> dict[str, Any] | None:
+        """The claims when ``token`` is a genuinely valid access token, else None."""
+        parts = self.signed_parts(token)
+        if parts is None:
+            return None
+        claims = _json_object(parts[1], duplicates=True)
+        if claims is None or any(name in claims for name in _ID_TOKEN_ONLY):
+            return None
+        if claims.get("iss") != self.issuer:
+            return None
+        if "exp" not in claims or not all(self._date_ok(claims, n) for n in ("exp", "nbf", "iat")):
+            return None
+        if self.now >= claims["exp"] + self.leeway:
+            return None
+        if "nbf" in claims and self.now + self.leeway < claims["nbf"]:
+            return None
+        if "iat" in claims and claims["iat"] > self.now + self.leeway:
+            return None
+        sub, sid = claims.get("sub"), claims.get("sid")
+        if not isinstance(sub, str) or not sub or not (sid is None or isinstance(sid, str)):
+            return None
+        audiences = self._audiences(claims)
+        if audiences is None or self.audience not in audiences:
+            return None
+        return claims
+
+    def id_claims(
+        self, token: object, access: Mapping[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        """The claims when ``token`` is a valid ID token (for ``access``), else None."""
+        parts = self.signed_parts(token)
+        if parts is None:
+            return None
+        header, payload = parts
+        typ = header.get("typ")
+        if isinstance(typ, str) and typ.lower().removeprefix("application/") == "at+jwt":
+            return None
+        claims = _json_object(payload, duplicates=True)
+        if claims is None or claims.get("iss") != self.issuer:
+            return None
+        if not all(self._date_ok(claims, name) for name in ("exp", "iat")):
+            return None
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub:
+            return None
+        audiences = self._audiences(claims)
+        if audiences is None or self.client_id not in audiences:
+            return None
+        azp = claims.get("azp")
+        if (len(audiences) > 1 and azp is None) or (azp is not None and azp != self.client_id):
+            return None
+        if access is not None:
+            if access.get("sub") != sub:
+                return None
+            sid, access_sid = claims.get("sid"), access.get("sid")
+            if sid is not None and access_sid is not None and sid != access_sid:
+                return None
+        return claims
