@@ -192,15 +192,16 @@ def report(results: dict[str, dict[str, list[float]]], count: int, rounds: int) 
             f"(target ≤ {CACHED_TARGET}: {verdict(cached, CACHED_TARGET)})"
         )
         print(
-            f"RS256 stretch ≤ {STRETCH['RS256']}: {verdict(ours, STRETCH['RS256'])} ({ours:.2f}×)"
+            f"RS256 stretch ≤ {STRETCH['RS256']}: {verdict(ours, STRETCH['RS256'])} ({ours:.2f}x)"
         )
 
 
 def profile(count: int) -> None:
-    """cProfile our uncached RS256 paths to show where the non-crypto time goes."""
+    """Where our uncached RS256 time goes: a stage breakdown, then cProfile."""
     issuer = make_issuer()
     tokens = mint(issuer, count, "RS256")
     verifier = TokenVerifier.from_config(make_config(issuer, cache_size=0))
+    _stage_breakdown(issuer, verifier, tokens)
     for label, fn in (
         ("verify_access (RS256, distinct tokens)", verifier.verify_access),
         ("session() cache off (RS256, distinct tokens)", verifier.session),
@@ -215,8 +216,65 @@ def profile(count: int) -> None:
         out = io.StringIO()
         stats = pstats.Stats(profiler, stream=out).strip_dirs().sort_stats("tottime")
         stats.print_stats(18)
-        banner(f"profile: {label}, {5 * len(tokens)} calls, sorted by own time")
+        banner(f"cProfile: {label}, {5 * len(tokens)} calls, by own time (inflates small calls)")
         print(out.getvalue().split("\n", 3)[-1].strip("\n"))
+
+
+def _stage_breakdown(issuer: DevIssuer, verifier: TokenVerifier, tokens: Sequence[str]) -> None:
+    """Each step of the uncached path timed alone over the same distinct tokens.
+
+    Uses verifier internals, so it may need updating when they change; the
+    totals at the bottom use only the public API.
+    """
+    from verifier import tokens as internals
+    from verifier.session import Session
+
+    kid = issuer.kids("RS256")[-1]
+    key = verifier.keys.key_for(kid, "RS256")
+    parts = [token.split(".") for token in tokens]
+    payloads = [internals._b64url(p, "payload") for _, p, _ in parts]
+    claims = [internals._load_claims(raw) for raw in payloads]
+    items = [
+        (s, (h + "." + p).encode("ascii"))
+        for (h, p, _), s in zip(parts, _raw_items("RS256", tokens), strict=True)
+    ]
+    raw_items = [(sig, msg) for (sig, msg) in items]
+    raw = _raw_verifier("RS256", key.jwk.jose_key.get_op_key("verify") if key.jwk else None)
+    steps: list[tuple[str, Callable[[Any], object], Sequence[Any]]] = [
+        ("token.split('.')", lambda t: t.split("."), tokens),
+        ("_header() (cached parse)", lambda p: internals._header(p[0]), parts),
+        ("_b64url(payload)", lambda p: internals._b64url(p[1], "payload"), parts),
+        ("_b64url(signature)", lambda p: internals._b64url(p[2], "signature"), parts),
+        ("KeyStore.key_for", lambda _: verifier.keys.key_for(kid, "RS256"), parts),
+        ("signing input slice+encode", lambda t: t[: t.rindex(".")].encode("ascii"), tokens),
+        ("raw cryptography verify", raw, raw_items),
+        ("VerificationKey.verify (joserfc model)", lambda i: key.verify(i[1], i[0]), items),
+        ("orjson payload (_load_claims)", internals._load_claims, payloads),
+        ("_check_access_type", lambda c: verifier._check_access_type({}, c), claims),
+        ("_check_common", lambda c: verifier._check_common(c, check_expiry=True), claims),
+        (
+            "audience check",
+            lambda c: verifier.audiences.intersection(internals._audiences(c)),
+            claims,
+        ),
+        (
+            "Session.from_claims",
+            lambda c: Session.from_claims(c, None, names=verifier.claim_names),
+            claims,
+        ),
+        ("TOTAL verify_access", verifier.verify_access, tokens),
+        ("TOTAL session() cache off", verifier.session, tokens),
+    ]
+    samples = interleaved({name: (fn, items_) for name, fn, items_ in steps}, rounds=9)
+    banner("stage breakdown: uncached RS256, µs per token (median of 9 interleaved rounds)")
+    rows = [[name, median(values)] for name, values in samples.items()]
+    print(table(["stage", "µs"], rows))
+    med = {name: median(values) for name, values in samples.items()}
+    non_crypto = med["TOTAL verify_access"] - med["raw cryptography verify"]
+    print(
+        f"verify_access non-crypto: {non_crypto:.2f} µs; "
+        f"session() adds {med['TOTAL session() cache off'] - med['TOTAL verify_access']:.2f} µs"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

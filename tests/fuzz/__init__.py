@@ -7,7 +7,18 @@ Each test states its example count for the ``ci`` profile with
 
 from __future__ import annotations
 
+import base64
+import json
+import math
 import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 #: ``JWTEDGE_FUZZ=long`` selects the long profile; anything else runs ``ci``.
 PROFILE = "long" if os.environ.get("JWTEDGE_FUZZ", "").strip().lower() == "long" else "ci"
@@ -27,18 +38,6 @@ def examples(ci: int) -> int:
 # test can ask "should this token have been accepted?" without trusting the
 # code under test. It is deliberately no stricter than the design: a token the
 # oracle calls valid may still be refused, never the other way round.
-
-import base64  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import re  # noqa: E402
-from collections.abc import Mapping  # noqa: E402
-from typing import Any  # noqa: E402
-
-from cryptography.exceptions import InvalidSignature  # noqa: E402
-from cryptography.hazmat.primitives import hashes  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature  # noqa: E402
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
 _KEY_REFERENCES = ("jku", "x5u", "x5c", "jwk", "crit")
@@ -152,11 +151,9 @@ class Oracle:
         parts = token.split(".")
         if len(parts) != 3:
             return None
-        raw = [_strict_segment(part) for part in parts]
-        if any(segment is None for segment in raw):
+        header_raw, payload, signature = (_strict_segment(part) for part in parts)
+        if header_raw is None or payload is None or signature is None:
             return None
-        header_raw, payload, signature = raw
-        assert header_raw is not None and payload is not None and signature is not None
         header = _json_object(header_raw, duplicates=False)
         if header is None or not self._header_ok(header):
             return None
