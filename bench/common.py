@@ -7,6 +7,7 @@ interleaves its cases round by round and reports medians.
 
 from __future__ import annotations
 
+import base64
 import gc
 import os
 import platform
@@ -95,6 +96,10 @@ def access_token(issuer: DevIssuer, index: int, alg: str, *, ttl: int = 3600) ->
 
 def mint(issuer: DevIssuer, count: int, alg: str, *, ttl: int = 3600) -> list[str]:
     return [access_token(issuer, index, alg, ttl=ttl) for index in range(count)]
+
+
+def b64url_decode(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 
 
 # -- timing -----------------------------------------------------------------------

@@ -313,9 +313,8 @@ def test_other_query_parameters_do_not_refuse_the_upgrade(
         assert websocket.receive_json()["user"] == "u1"
 
 
-def test_expired_access_with_refresh_cookie_is_refused_and_never_refreshed(
-    issuer: DevIssuer,
-) -> None:
+def refreshing_middleware(issuer: DevIssuer) -> tuple[JWTSessionMiddleware, InProcessRefresher]:
+    """A middleware whose refresher reaches the DevIssuer's token endpoint in process."""
     config = ws_config(issuer, endpoints={"token": f"{issuer.issuer}/token"})
     refresher = InProcessRefresher.from_config(
         config,
@@ -323,7 +322,13 @@ def test_expired_access_with_refresh_cookie_is_refused_and_never_refreshed(
         transport=httpx2.ASGITransport(app=issuer.app),
     )
     assert refresher is not None
-    middleware = middleware_for(config, refresher=refresher)
+    return middleware_for(config, refresher=refresher), refresher
+
+
+def test_expired_access_with_refresh_cookie_is_refused_and_never_refreshed(
+    issuer: DevIssuer,
+) -> None:
+    middleware, refresher = refreshing_middleware(issuer)
     login = issuer.login("u1", sid="sid-ws")
     access = issuer.access_token("u1", sid="sid-ws", iat=int(time.time()) - 600, ttl=60)
     cookie = cookie_header(access, **{COOKIE["refresh"]: login["refresh_token"]})
@@ -344,6 +349,25 @@ def test_expired_access_with_refresh_cookie_is_refused_and_never_refreshed(
         assert response.json() == {"authenticated": True}
         assert refresher.stats.calls == 1
         assert issuer.stats.token_requests == token_requests + 1
+
+
+def test_refresh_cookie_alone_passes_through_anonymous_and_is_never_refreshed(
+    issuer: DevIssuer,
+) -> None:
+    middleware, refresher = refreshing_middleware(issuer)
+    cookie = cookie_header(**{COOKIE["refresh"]: issuer.login("u1")["refresh_token"]})
+    token_requests = issuer.stats.token_requests
+
+    with (
+        TestClient(middleware) as client,
+        client.websocket_connect("/ws", headers={"Cookie": cookie, "Origin": ORIGIN}) as ws,
+    ):
+        message = ws.receive_json()
+
+    assert message["authenticated"] is False
+    assert refresher.stats.calls == 0
+    assert issuer.stats.token_requests == token_requests
+    assert middleware.stats.websocket_anonymous == 1
 
 
 # -- refused upgrades: Origin -------------------------------------------------------
@@ -499,7 +523,10 @@ class AsgiWebSocket:
         await self.outbox.put(message)
 
     def start(self, app: ASGIApp) -> asyncio.Task[None]:
-        return asyncio.create_task(app(self.scope, self.inbox.get, self._send))
+        async def run() -> None:
+            await app(self.scope, self.inbox.get, self._send)
+
+        return asyncio.create_task(run())
 
     async def next_sent(self) -> Message:
         return await asyncio.wait_for(self.outbox.get(), timeout=5)
@@ -691,14 +718,6 @@ class LingeringApp:
         await self.release.wait()
 
 
-CLOSE_TIMER_BUG = (
-    "bug: CloseAtExpiry's timer is cancelled only when the app returns, not when the socket "
-    "already ended (app sent websocket.close / receive gave websocket.disconnect); at expiry "
-    "it sends a websocket.close after the end (uvicorn raises ClientDisconnected out of the app)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=CLOSE_TIMER_BUG)
 @pytest.mark.parametrize("close_itself", [True, False], ids=["app_closed", "client_left"])
 async def test_close_at_expiry_sends_nothing_once_the_socket_has_ended(
     issuer: DevIssuer, config: AppConfig, close_itself: bool

@@ -129,10 +129,17 @@ class CloseAtExpiry:
             finally:
                 expired.set()
 
+        def stop_timer() -> None:
+            # The socket ended another way: the expiry close must not follow it.
+            if timer is not None and not closing:
+                timer.cancel()
+
         async def guarded_send(message: Message) -> None:
             nonlocal timer
             if closing:
                 return
+            if message["type"] == "websocket.close":
+                stop_timer()
             await send(message)
             if message["type"] == "websocket.accept" and timer is None:
                 timer = asyncio.create_task(close_when_expired())
@@ -142,11 +149,14 @@ class CloseAtExpiry:
             if expired.is_set():
                 return disconnect
             incoming = asyncio.ensure_future(receive())
-            closing = asyncio.ensure_future(expired.wait())
-            done, _ = await asyncio.wait({incoming, closing}, return_when=asyncio.FIRST_COMPLETED)
+            expiry = asyncio.ensure_future(expired.wait())
+            done, _ = await asyncio.wait({incoming, expiry}, return_when=asyncio.FIRST_COMPLETED)
             if incoming in done:
-                closing.cancel()
-                return incoming.result()
+                expiry.cancel()
+                message = incoming.result()
+                if message["type"] == "websocket.disconnect":
+                    stop_timer()
+                return message
             incoming.cancel()
             return disconnect
 

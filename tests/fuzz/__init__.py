@@ -19,6 +19,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from hypothesis import strategies as st
+
+from verifier.errors import ERROR_CODES, VerifierError
 
 #: ``JWTEDGE_FUZZ=long`` selects the long profile; anything else runs ``ci``.
 PROFILE = "long" if os.environ.get("JWTEDGE_FUZZ", "").strip().lower() == "long" else "ci"
@@ -255,3 +258,109 @@ class Oracle:
             if sid is not None and access_sid is not None and sid != access_sid:
                 return None
         return claims
+
+
+# -- token mutations ----------------------------------------------------------
+#
+# A mutation is a plain tuple drawn independently of the token it will be
+# applied to (positions are taken modulo the token's length), so hypothesis
+# shrinks it well and prints it readably.
+
+Mutation = tuple[Any, ...]
+
+_POSITION = st.integers(min_value=0, max_value=20_000)
+
+
+def mutations(donors: int) -> st.SearchStrategy[Mutation]:
+    """One edit of a compact JWS; ``donors`` is how many tokens segments come from."""
+    donor = st.integers(min_value=0, max_value=max(donors - 1, 0))
+    segment = st.integers(min_value=0, max_value=2)
+    return st.one_of(
+        st.tuples(st.just("flip"), _POSITION, st.integers(min_value=0, max_value=7)),
+        st.tuples(st.just("truncate"), _POSITION),
+        st.tuples(st.just("swap"), segment, donor, segment),
+        st.tuples(st.just("segment"), segment, st.binary(max_size=96)),
+        st.tuples(st.just("insert"), _POSITION, st.text(min_size=1, max_size=4)),
+        st.tuples(st.just("delete"), _POSITION, st.integers(min_value=1, max_value=8)),
+        st.tuples(
+            st.just("append"),
+            st.sampled_from(["A", ".", "=", " ", "\n", "\x00", "é", "eyJ"]),
+            st.integers(min_value=1, max_value=10_000),
+        ),
+        st.tuples(st.just("padding"), segment, st.sampled_from(["=", "==", "+", "/", " "])),
+    )
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _segments(token: str) -> list[str]:
+    parts = token.split(".")
+    return parts + [""] * (3 - len(parts))
+
+
+def mutate(token: str, edits: list[Mutation], donors: list[str]) -> str:
+    """Apply ``edits`` in order; every edit is defined on any string."""
+    for edit in edits:
+        kind = edit[0]
+        size = max(len(token), 1)
+        if kind == "flip":
+            index = edit[1] % size
+            if token:
+                flipped = chr(ord(token[index]) ^ (1 << edit[2]))
+                token = token[:index] + flipped + token[index + 1 :]
+        elif kind == "truncate":
+            token = token[: edit[1] % size]
+        elif kind == "swap":
+            parts = _segments(token)
+            parts[edit[1]] = _segments(donors[edit[2] % len(donors)])[edit[3]]
+            token = ".".join(parts)
+        elif kind == "segment":
+            parts = _segments(token)
+            parts[edit[1]] = b64url(edit[2])
+            token = ".".join(parts)
+        elif kind == "insert":
+            index = edit[1] % (len(token) + 1)
+            token = token[:index] + edit[2] + token[index:]
+        elif kind == "delete":
+            index = edit[1] % size
+            token = token[:index] + token[index + edit[2] :]
+        elif kind == "append":
+            token += edit[1] * edit[2]
+        elif kind == "padding":
+            parts = _segments(token)
+            parts[edit[1]] += edit[2]
+            token = ".".join(parts)
+    return token
+
+
+#: How a token string is handed to the verifier.
+FORMS = st.sampled_from(["str", "bytes", "bytearray"])
+
+
+def as_form(token: str, form: str) -> str | bytes | bytearray:
+    if form == "str":
+        return token
+    raw = token.encode("utf-8", "surrogatepass")
+    return raw if form == "bytes" else bytearray(raw)
+
+
+def text_of(token: object) -> str:
+    """The token as text, for "is it echoed?" checks."""
+    if isinstance(token, bytes | bytearray):
+        return bytes(token).decode("utf-8", "replace")
+    return str(token)
+
+
+def assert_documented(err: BaseException, *secrets: object) -> None:
+    """A VerifierError leaf with a documented code that echoes none of ``secrets``."""
+    assert isinstance(err, VerifierError), repr(err)
+    assert err.code in ERROR_CODES, err.code
+    assert isinstance(err, ERROR_CODES[err.code])
+    rendered = (str(err), repr(err), err.message, repr(err.context))
+    for secret in secrets:
+        text = text_of(secret)
+        # Short strings ("a", "eyJ") appear in any message by chance.
+        if len(text) >= 16:
+            assert not any(text in shown for shown in rendered), (err.code, err.message)

@@ -1,0 +1,575 @@
+"""Refresh coordination across workers and replicas on Redis.
+
+:class:`RedisRefresher` runs the same contract as
+:class:`~verifier.refresh.InProcessRefresher` (one issuer call per refresh
+token, a bounded grace for parallel tabs, the same proof rule, never a
+replay) for every process that shares one Redis. Per refresh token, keyed by
+its SHA-256 (never the token) under a hash tag so a cluster keeps them in one
+slot::
+
+    jwtedge:refresh:{<sha256>}:lease    owner of the issuer call (SET NX PX)
+    jwtedge:refresh:{<sha256>}:result   the new token set, AES-GCM sealed, PX = grace
+    jwtedge:refresh:{<sha256>}:spent    "1", PX = spent_ttl: never replay this token
+    jwtedge:refresh:{<sha256>}:done     pub/sub channel: "done" or "failed:<reason>"
+
+A flight (one per token per process: requests in one worker join it) tries
+to take the lease with one script that also says whether the token is
+already settled. The owner calls the issuer while a background task renews
+the lease (compare-and-pexpire) every third of its life, so a slow issuer
+cannot let a second replica in the way a fixed lease does (oauth2-proxy's
+2 s lock). The owner then, atomically, stores the sealed result, marks the
+token spent, drops the lease and publishes. Other replicas subscribe and
+re-check with backoff (a dead owner's lease expires and a waiter takes over),
+bounded by ``refresh.timeout`` plus a lease and a second.
+
+When Redis fails (connection errors, timeouts) or a lease is lost, the flight
+degrades to the in-process coordinator: it calls the issuer itself, logs a
+warning (never a token or the URL) and counts it; Redis is skipped for
+``retry_after`` seconds before it is tried again. Page loads never fail
+because of Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2
+import orjson
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from .config import AppConfig
+from .errors import ConfigInvalid, RefreshFailed, VerifierError
+from .refresh import (
+    ClientAuth,
+    InProcessRefresher,
+    RefreshResult,
+    RefreshStats,
+    _Kept,
+    _retrieve,
+    token_key,
+)
+from .tokens import TokenVerifier
+
+__all__ = ["MIN_STORE_KEY_BYTES", "RedisRefreshStats", "RedisRefresher"]
+
+logger = logging.getLogger("jwtedge.refresh.redis")
+
+#: ``refresh.store_key`` must hold at least this many bytes.
+MIN_STORE_KEY_BYTES = 32
+#: Spent markers live at most this long (and never longer than the refresh cookie).
+SPENT_TTL_CAP = 86400.0
+_STORE_KEY_SETTING = "APP_CONFIG_REFRESH__STORE_KEY"
+_SEAL_VERSION = b"\x01"
+_NONCE_BYTES = 12
+_HKDF_INFO = b"jwtedge refresh store v1"
+#: Everything a Redis outage raises: redis-py's tree, socket errors, timeouts.
+_REDIS_ERRORS = (RedisError, OSError, TimeoutError)
+
+# KEYS: lease, result, spent. ARGV: owner, lease ms.
+# 1: the lease is ours; 0: another flight holds it; 2: the token is settled.
+_ACQUIRE = """
+if redis.call('exists', KEYS[2]) == 1 or redis.call('exists', KEYS[3]) == 1 then
+  return 2
+end
+if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return 1
+end
+return 0
+"""
+# KEYS: lease. ARGV: owner, lease ms. Extends the lease only while it is ours.
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+# KEYS: lease, result, spent. ARGV: owner, sealed result or '', result ms,
+# spent ms or '', channel, message. Returns 1 when the lease was still ours.
+_SETTLE = """
+local owned = redis.call('get', KEYS[1]) == ARGV[1]
+if owned then
+  redis.call('del', KEYS[1])
+end
+if ARGV[2] ~= '' then
+  redis.call('set', KEYS[2], ARGV[2], 'PX', ARGV[3], 'NX')
+end
+if ARGV[4] ~= '' then
+  redis.call('set', KEYS[3], '1', 'PX', ARGV[4])
+end
+redis.call('publish', ARGV[5], ARGV[6])
+if owned then
+  return 1
+end
+return 0
+"""
+_OURS, _HELD, _SETTLED = 1, 0, 2
+
+
+@dataclass
+class RedisRefreshStats(RefreshStats):
+    """:class:`RefreshStats` plus the shared store's outcomes; never tokens."""
+
+    #: Leases won: issuer calls coordinated through Redis.
+    leases: int = 0
+    lease_renewals: int = 0
+    #: Leases that expired or changed owner while their issuer call ran.
+    lease_lost: int = 0
+    #: Flights that waited for another process's issuer call.
+    waited: int = 0
+    #: Token sets read from Redis (refreshed by another process).
+    store_hits: int = 0
+    redis_errors: int = 0
+    #: Flights that ran in process because Redis failed or a lease was lost.
+    degraded: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Keys:
+    lease: str
+    result: str
+    spent: str
+    channel: str
+
+    @classmethod
+    def of(cls, namespace: str, key: str) -> _Keys:
+        base = f"{namespace}:{{{key}}}"
+        return cls(f"{base}:lease", f"{base}:result", f"{base}:spent", f"{base}:done")
+
+
+@dataclass(frozen=True, slots=True)
+class _Landed:
+    """What a flight produced: the result, whether this process's issuer call
+    made it (for the initiator's own proof), and how long to keep it."""
+
+    result: RefreshResult
+    called: bool
+    keep: float
+
+
+class _Sealer:
+    """AES-256-GCM under a key derived from ``store_key``; the Redis key name is
+    the associated data, so a sealed value moved to another key does not open."""
+
+    def __init__(self, store_key: bytes) -> None:
+        hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_HKDF_INFO)
+        self._aead = AESGCM(hkdf.derive(store_key))
+
+    def seal(self, name: str, plain: bytes) -> bytes:
+        nonce = os.urandom(_NONCE_BYTES)
+        return _SEAL_VERSION + nonce + self._aead.encrypt(nonce, plain, name.encode())
+
+    def open(self, name: str, sealed: bytes) -> bytes:
+        if not sealed.startswith(_SEAL_VERSION):
+            raise InvalidTag
+        nonce, body = sealed[1 : 1 + _NONCE_BYTES], sealed[1 + _NONCE_BYTES :]
+        return self._aead.decrypt(nonce, body, name.encode())
+
+
+def _store_key_bytes(store_key: str | bytes) -> bytes:
+    raw = store_key.encode() if isinstance(store_key, str) else store_key
+    if len(raw) < MIN_STORE_KEY_BYTES:
+        raise ConfigInvalid(
+            f"invalid configuration: {_STORE_KEY_SETTING}: must be at least "
+            f"{MIN_STORE_KEY_BYTES} bytes",
+            problems=[_STORE_KEY_SETTING],
+        )
+    return raw
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+class RedisRefresher(InProcessRefresher):
+    """Single-flight refresh shared by every process on one Redis; see the module doc.
+
+    ``redis`` is a URL (a client is made with short timeouts and one retry) or
+    a ready ``redis.asyncio.Redis`` with ``decode_responses=False``.
+    ``store_key`` (>= 32 bytes, the same on every replica) seals stored token
+    sets. ``lease`` is the lease's life between renewals, ``spent_ttl`` how
+    long a spent token is remembered, ``redis_timeout`` the per-command socket
+    timeout and ``retry_after`` how long Redis is skipped after it failed.
+    """
+
+    stats: RedisRefreshStats
+
+    def __init__(
+        self,
+        *,
+        redis: Redis | str,
+        store_key: str | bytes,
+        token_endpoint: str,
+        client_id: str,
+        verifier: TokenVerifier,
+        client_secret: str | None = None,
+        client_auth: ClientAuth | None = None,
+        grace: float = 10.0,
+        timeout: float = 10.0,
+        lease: float = 5.0,
+        spent_ttl: float = SPENT_TTL_CAP,
+        redis_timeout: float = 1.0,
+        retry_after: float = 5.0,
+        namespace: str = "jwtedge:refresh",
+        transport: httpx2.AsyncBaseTransport | None = None,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(
+            token_endpoint=token_endpoint,
+            client_id=client_id,
+            verifier=verifier,
+            client_secret=client_secret,
+            client_auth=client_auth,
+            grace=grace,
+            timeout=timeout,
+            transport=transport,
+            now=now,
+        )
+        self.stats = RedisRefreshStats()
+        self._sealer = _Sealer(_store_key_bytes(store_key))
+        self._owns_redis = isinstance(redis, str)
+        if isinstance(redis, str):
+            redis = Redis.from_url(
+                redis,
+                socket_timeout=redis_timeout,
+                socket_connect_timeout=redis_timeout,
+                retry=Retry(NoBackoff(), 1),
+                decode_responses=False,
+            )
+        self._redis = redis
+        self.lease = lease
+        self.spent_ttl = spent_ttl
+        self.retry_after = retry_after
+        self.namespace = namespace
+        self._acquire = redis.register_script(_ACQUIRE)
+        self._renew_lease = redis.register_script(_RENEW)
+        self._settle_script = redis.register_script(_SETTLE)
+        self._shared: dict[str, asyncio.Future[_Landed]] = {}
+        self._skip_redis_until: float | None = None
+
+    @classmethod
+    def from_config(
+        cls,
+        config: AppConfig,
+        verifier: TokenVerifier,
+        *,
+        transport: httpx2.AsyncBaseTransport | None = None,
+        now: Callable[[], float] = time.monotonic,
+    ) -> InProcessRefresher | None:
+        """A :class:`RedisRefresher` when ``refresh.redis_url`` is set, else the
+        in-process one; ``None`` when refresh is off or there is no token endpoint.
+
+        Raises :class:`~verifier.errors.ConfigInvalid` naming
+        ``APP_CONFIG_REFRESH__STORE_KEY`` when Redis is set without a store key.
+        """
+        settings = config.refresh
+        if not settings.enabled or settings.redis_url is None:
+            return InProcessRefresher.from_config(config, verifier, transport=transport, now=now)
+        if settings.store_key is None:
+            raise ConfigInvalid(
+                f"invalid configuration: {_STORE_KEY_SETTING} is required when "
+                "APP_CONFIG_REFRESH__REDIS_URL is set (it encrypts the token sets kept in Redis)",
+                problems=[_STORE_KEY_SETTING],
+            )
+        endpoint = config.endpoint("token")
+        if endpoint is None or config.auth.client_id is None:
+            return None
+        secret = config.auth.client_secret
+        return cls(
+            redis=settings.redis_url.get_secret_value(),
+            store_key=settings.store_key.get_secret_value(),
+            token_endpoint=endpoint,
+            client_id=config.auth.client_id,
+            client_secret=secret.get_secret_value() if secret else None,
+            verifier=verifier,
+            grace=settings.grace,
+            timeout=settings.timeout,
+            spent_ttl=min(config.cookies.refresh_max_age, SPENT_TTL_CAP),
+            transport=transport,
+            now=now,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"RedisRefresher(token_endpoint={self.token_endpoint!r}, namespace={self.namespace!r})"
+        )
+
+    async def aclose(self) -> None:
+        """Close the HTTP client, and the Redis client when this refresher made it."""
+        await super().aclose()
+        if self._owns_redis:
+            with contextlib.suppress(*_REDIS_ERRORS):
+                await self._redis.aclose()
+
+    async def refresh(
+        self, refresh_token: str, *, proof: Mapping[str, Any] | None
+    ) -> RefreshResult:
+        """New tokens for ``refresh_token`` (see :class:`~verifier.refresh.Refresher`)."""
+        key = token_key(refresh_token)
+        self._forget_expired()
+        kept = self._kept.get(key)
+        if kept is not None:
+            return self._hand_out(kept.result, proof)
+        if key in self._spent:
+            self.stats.reuse_refused += 1
+            raise RefreshFailed("this refresh token was already spent", reason="spent")
+        flight = self._shared.get(key)
+        joined = flight is not None
+        if flight is None:
+            # Its own task: a disconnecting client must not cancel the others' refresh.
+            flight = asyncio.ensure_future(self._fly_shared(key, refresh_token, proof))
+            flight.add_done_callback(_retrieve)
+            self._shared[key] = flight
+        else:
+            self.stats.joined += 1
+        landed = await asyncio.shield(flight)
+        if landed.called and not joined:
+            return landed.result  # verified against this caller's own proof
+        return self._hand_out(landed.result, proof, joined=joined)
+
+    async def _fly_shared(
+        self, key: str, refresh_token: str, proof: Mapping[str, Any] | None
+    ) -> _Landed:
+        try:
+            landed = await self._coordinate(key, refresh_token, proof)
+        except RefreshFailed as exc:
+            if exc.context.get("reason") in ("invalid_grant", "spent"):
+                self._remember_spent(key)
+            raise
+        else:
+            self._kept[key] = _Kept(landed.result, self.now() + landed.keep)
+            self._remember_spent(key)
+            return landed
+        finally:
+            self._shared.pop(key, None)
+
+    async def _coordinate(
+        self, key: str, refresh_token: str, proof: Mapping[str, Any] | None
+    ) -> _Landed:
+        """Through Redis; in process while Redis is known to be down or fails
+        before this flight called the issuer."""
+        if self._skip_redis_until is not None and self.now() < self._skip_redis_until:
+            return await self._in_process(refresh_token, proof)
+        try:
+            return await self._through_redis(_Keys.of(self.namespace, key), refresh_token, proof)
+        except _REDIS_ERRORS as exc:
+            self._redis_failed(exc)
+            return await self._in_process(refresh_token, proof)
+
+    async def _through_redis(
+        self, keys: _Keys, refresh_token: str, proof: Mapping[str, Any] | None
+    ) -> _Landed:
+        owner = secrets.token_hex(16)
+        deadline = self.now() + self.timeout + self.lease + 1.0
+        pubsub = None
+        step = 0.01
+        # Once another process is known to hold or have spent this token, a
+        # Redis failure must not send it to the issuer again (a replay makes
+        # issuers revoke the family): this refresh fails instead.
+        involved = False
+        try:
+            while True:
+                outcome = await self._acquire(
+                    keys=[keys.lease, keys.result, keys.spent], args=[owner, _ms(self.lease)]
+                )
+                self._redis_ok()
+                if outcome == _OURS:
+                    return await self._own(keys, owner, refresh_token, proof)
+                involved = True
+                if outcome == _SETTLED:
+                    landed = await self._read_settled(keys)
+                    if landed is not None:
+                        return landed
+                    continue  # the result expired between the two calls: look again
+                if pubsub is None:
+                    self.stats.waited += 1
+                    pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+                    await pubsub.subscribe(keys.channel)
+                    continue  # the owner may have published before we subscribed
+                await self._wait(pubsub, min(step, deadline - self.now()))
+                step = min(step * 2, 0.2)
+        except _REDIS_ERRORS as exc:
+            if not involved:
+                raise
+            self._redis_failed(exc)
+            self.stats.failed += 1
+            raise RefreshFailed(
+                "Redis failed while another process held this refresh", reason="unavailable"
+            ) from None
+        finally:
+            if pubsub is not None:
+                # redis-py leaves PubSub.aclose unannotated.
+                close: Callable[[], Awaitable[None]] = pubsub.aclose
+                with contextlib.suppress(*_REDIS_ERRORS):
+                    await close()
+
+    async def _wait(self, pubsub: PubSub, timeout: float) -> None:
+        """Until the owner publishes or ``timeout``; a published failure is raised."""
+        if timeout <= 0:
+            self.stats.failed += 1
+            raise RefreshFailed(
+                "timed out waiting for another process's refresh", reason="unavailable"
+            )
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
+        data = message.get("data") if isinstance(message, dict) else None
+        if isinstance(data, bytes) and data.startswith(b"failed:"):
+            reason = data.removeprefix(b"failed:").decode("ascii", "replace")
+            raise RefreshFailed(f"the refresh failed in another process ({reason})", reason=reason)
+
+    async def _own(
+        self, keys: _Keys, owner: str, refresh_token: str, proof: Mapping[str, Any] | None
+    ) -> _Landed:
+        """Hold the lease (renewed) while this process calls the issuer, then settle."""
+        self.stats.leases += 1
+        renewer = asyncio.ensure_future(self._renew(keys.lease, owner))
+        try:
+            result = await self._bounded_call(refresh_token, proof)
+        except RefreshFailed as exc:
+            reason = str(exc.context.get("reason") or "issuer_error")
+            await self._settle(
+                keys, owner, None, spent=reason == "invalid_grant", message=f"failed:{reason}"
+            )
+            raise
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+        sealed = self._sealer.seal(keys.result, _encode(result))
+        await self._settle(keys, owner, sealed, spent=True, message="done")
+        return _Landed(result, called=True, keep=self.grace)
+
+    async def _renew(self, lease_key: str, owner: str) -> None:
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            try:
+                renewed = await self._renew_lease(keys=[lease_key], args=[owner, _ms(self.lease)])
+            except _REDIS_ERRORS as exc:
+                self._redis_failed(exc)
+                return
+            if not renewed:
+                return  # lost: settling reports it
+            self.stats.lease_renewals += 1
+
+    async def _settle(
+        self, keys: _Keys, owner: str, sealed: bytes | None, *, spent: bool, message: str
+    ) -> None:
+        """Store the outcome, drop the lease and tell the waiters, in one step.
+
+        Runs after the issuer answered, so a failure here degrades (the caller
+        keeps its result in process) instead of ever calling the issuer again.
+        """
+        try:
+            owned = await self._settle_script(
+                keys=[keys.lease, keys.result, keys.spent],
+                args=[
+                    owner,
+                    sealed or b"",
+                    _ms(self.grace),
+                    _ms(self.spent_ttl) if spent else "",
+                    keys.channel,
+                    message,
+                ],
+            )
+        except _REDIS_ERRORS as exc:
+            self._redis_failed(exc)
+            self.stats.degraded += 1
+            return
+        if not owned:
+            self.stats.lease_lost += 1
+            self.stats.degraded += 1
+            logger.warning(
+                "refresh lease lost while the issuer answered (Redis too slow or evicting?); "
+                "the result is kept in process"
+            )
+
+    async def _read_settled(self, keys: _Keys) -> _Landed | None:
+        """The stored result, or :class:`RefreshFailed` when only the spent marker is left."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.get(keys.result)
+            pipe.pttl(keys.result)
+            pipe.exists(keys.spent)
+            sealed, pttl, spent = await pipe.execute()
+        if sealed is not None:
+            result = self._unseal(keys.result, sealed)
+            self.stats.store_hits += 1
+            return _Landed(result, called=False, keep=max(int(pttl), 0) / 1000)
+        if spent:
+            self.stats.reuse_refused += 1
+            raise RefreshFailed("this refresh token was already spent", reason="spent")
+        return None
+
+    def _unseal(self, name: str, sealed: bytes) -> RefreshResult:
+        try:
+            body = orjson.loads(self._sealer.open(name, sealed))
+        except (InvalidTag, orjson.JSONDecodeError):
+            logger.warning(
+                "a stored token set does not open: is refresh.store_key the same on every replica?"
+            )
+            self.stats.failed += 1
+            raise RefreshFailed(
+                "the shared token set could not be read", reason="store_unreadable"
+            ) from None
+        try:
+            # Verified again here: a store that lies cannot hand out foreign tokens.
+            return self._verify(body, None)
+        except VerifierError as exc:
+            self.stats.failed += 1
+            raise RefreshFailed(
+                f"the shared token set does not verify ({exc.code})", reason="bad_tokens"
+            ) from None
+
+    async def _in_process(self, refresh_token: str, proof: Mapping[str, Any] | None) -> _Landed:
+        self.stats.degraded += 1
+        result = await self._bounded_call(refresh_token, proof)
+        return _Landed(result, called=True, keep=self.grace)
+
+    async def _bounded_call(
+        self, refresh_token: str, proof: Mapping[str, Any] | None
+    ) -> RefreshResult:
+        """The issuer call, bounded in total so waiters elsewhere can bound theirs."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self._call_issuer(refresh_token, proof)
+        except TimeoutError:
+            self.stats.failed += 1
+            raise RefreshFailed(
+                "token endpoint did not answer in time", reason="unavailable"
+            ) from None
+
+    def _redis_failed(self, exc: BaseException) -> None:
+        self.stats.redis_errors += 1
+        if self._skip_redis_until is None:
+            # Class name only: redis-py messages can name hosts; tokens never reach here.
+            logger.warning(
+                "Redis unavailable for refresh coordination (%s): refreshing in process, "
+                "retrying Redis in %.0f s",
+                type(exc).__name__,
+                self.retry_after,
+            )
+        self._skip_redis_until = self.now() + self.retry_after
+
+    def _redis_ok(self) -> None:
+        if self._skip_redis_until is not None:
+            self._skip_redis_until = None
+            logger.info("Redis is back: refreshes are coordinated across processes again")
+
+
+def _encode(result: RefreshResult) -> bytes:
+    tokens = result.tokens
+    body = {"access_token": tokens.access, "id_token": tokens.id, "refresh_token": tokens.refresh}
+    return orjson.dumps({name: value for name, value in body.items() if value is not None})
