@@ -4,7 +4,10 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: test lint typecheck check clean
+.PHONY: test demo lint typecheck check clean system-deps
+
+# Debian packages the end-to-end tests start for real on 127.0.0.1.
+SYSTEM_DEPS = redis-server
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +19,28 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 ## test: create .venv when missing, install jwtedge with its dev extra, run the tests
 # pytest exits 5 when it collected nothing; that is not a failing test.
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
+
+## demo: create .venv when missing, install jwtedge, run the demo (a dev issuer and the app
+## on 127.0.0.1; it prints the sign-in link; Ctrl-C stops both)
+demo: $(STAMP)
+	$(BIN)/jwtedge demo
+
+## system-deps: install missing Debian packages when we can (root and apt-get);
+## otherwise the tests that need them skip with the reason (and fail under CI=true).
+system-deps:
+	@missing=""; for pkg in $(SYSTEM_DEPS); do \
+	    dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q "ok installed" || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	        echo "installing:$$missing"; \
+	        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	    else \
+	        echo "missing Debian packages:$$missing (tests that need them will skip)"; \
+	    fi; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

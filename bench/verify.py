@@ -91,9 +91,9 @@ def build_cases(
     issuer: DevIssuer, alg: str, count: int
 ) -> dict[str, tuple[Callable[[Any], object], Sequence[Any]]]:
     tokens = mint(issuer, count, alg)
-    keyset = KeySet.import_key_set(issuer.jwks())
+    keyset = KeySet.import_key_set(issuer.jwks())  # type: ignore[arg-type]
     kid = issuer.kids(alg)[-1]
-    public_key = keyset.get_by_kid(kid).get_op_key("verify")
+    public_key: Any = keyset.get_by_kid(kid).get_op_key("verify")
 
     uncached = TokenVerifier.from_config(make_config(issuer, cache_size=0))
     cached = TokenVerifier.from_config(make_config(issuer))
@@ -245,7 +245,7 @@ def _stage_breakdown(issuer: DevIssuer, verifier: TokenVerifier, tokens: Sequenc
         ("KeyStore.key_for", lambda _: verifier.keys.key_for(kid, "RS256"), parts),
         ("signing input slice+encode", lambda t: t[: t.rindex(".")].encode("ascii"), tokens),
         ("raw cryptography verify", raw, items),
-        ("VerificationKey.verify (joserfc model)", lambda i: key.verify(i[1], i[0]), items),
+        ("VerificationKey.verify (our wrapper)", lambda i: key.verify(i[1], i[0]), items),
         ("orjson payload (_load_claims)", internals._load_claims, payloads),
         ("_check_access_type", lambda c: verifier._check_access_type({}, c), claims),
         ("_check_common", lambda c: verifier._check_common(c, check_expiry=True), claims),

@@ -1,4 +1,4 @@
-"""The ``jwtedge`` command line: bake, check and inspect.
+"""The ``jwtedge`` command line: bake, check, inspect, serve and demo.
 
 Data goes to stdout, diagnostics to a rich console on stderr. Exit codes are
 the contract of DESIGN.md::
@@ -95,6 +95,8 @@ class Seams:
     jitter: Callable[[], float] = random.random
     #: Wall clock: ``baked_at``, the bake's age, token expiry.
     now: Callable[[], datetime] = utc_now
+    #: ``serve`` calls this instead of ``uvicorn.run(app, **options)`` when set.
+    run_server: Callable[..., None] | None = None
 
 
 def _seams(ctx: typer.Context) -> Seams:
@@ -148,7 +150,8 @@ class _Guarded(TyperGroup):
 
 app = typer.Typer(
     name="jwtedge",
-    help="Bake an issuer's public keys into config, check them for drift, inspect tokens.",
+    help="Bake an issuer's public keys into config, check them for drift, inspect tokens, "
+    "serve the edge app, or run the demo.",
     epilog="Exit codes: 0 ok; 1 drift or an invalid token; 2 usage or configuration error; "
     "3 issuer unreachable or unusable keys; 4 output not writable; 70 unexpected error.",
     cls=_Guarded,
@@ -673,3 +676,15 @@ def inspect(
                 typer.echo(line)
     if error is not None:
         raise typer.Exit(FAILED)
+
+
+# serve and demo live in deploy/run.py (this module is long enough); importing
+# it registers them on `app`. Imported last: run.py imports from this module.
+from . import run as _run  # noqa: E402, F401
+
+if __name__ == "__main__":
+    # `python -m deploy.cli`: run the package module's app, on which run.py
+    # registered its commands (this __main__ copy has none of them).
+    from deploy.cli import main as _main
+
+    _main()

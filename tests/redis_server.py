@@ -53,9 +53,7 @@ def _install_with_apt() -> str | None:
         ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "redis-server"],
     ):
         try:
-            subprocess.run(
-                command, env=env, check=True, capture_output=True, timeout=_APT_TIMEOUT
-            )
+            subprocess.run(command, env=env, check=True, capture_output=True, timeout=_APT_TIMEOUT)
         except (subprocess.SubprocessError, OSError):
             return None
     return shutil.which("redis-server")
@@ -102,14 +100,21 @@ class RedisServer:
             self.process = subprocess.Popen(
                 [
                     self.binary,
-                    "--port", str(self.port),
-                    "--bind", "127.0.0.1",
-                    "--save", "",
-                    "--appendonly", "no",
-                    "--daemonize", "no",
-                    "--dir", self._dir.name,
-                    "--logfile", str(log),
-                ],  # fmt: skip
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--daemonize",
+                    "no",
+                    "--dir",
+                    self._dir.name,
+                    "--logfile",
+                    str(log),
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

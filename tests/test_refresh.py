@@ -82,14 +82,13 @@ def issuer(clock: Clock) -> DevIssuer:
     return DevIssuer(issuer=ISSUER, audience="api", client_id="web", clock=clock)
 
 
-def verifier_for(issuer: DevIssuer, clock: Clock, **auth: Any) -> TokenVerifier:
+def verifier_for(issuer: DevIssuer, clock: Clock) -> TokenVerifier:
     values: dict[str, Any] = {
         "issuer": issuer.issuer,
         "audience": "api",
         "client_id": issuer.client_id,
         "jwks": parse_jwks(issuer.jwks()),
     }
-    values.update(auth)
     return TokenVerifier.from_config(AppConfig(auth=values, keys={"remote": "never"}), now=clock)
 
 
@@ -708,15 +707,6 @@ async def test_new_tokens_that_do_not_verify_for_the_same_subject_are_refused(
     assert refresher.stats.failed == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: verifier/refresh.py _fly only remembers a token as spent on success or "
-        "invalid_grant; a 200 answer whose tokens do not verify (reason bad_tokens) means "
-        "the issuer already rotated the token, and the next caller replays it, so the "
-        "issuer detects reuse and revokes the family"
-    ),
-)
 @pytest.mark.parametrize("mode", ["other_sub", "bad_signature"])
 async def test_a_token_the_issuer_answered_with_bad_tokens_is_never_replayed(
     issuer: DevIssuer,
@@ -807,3 +797,20 @@ async def test_refresh_tokens_never_appear_in_stats_reprs_or_errors(
         assert_no_secret(refused.value, secret)
         assert_no_secret(spent.value, secret)
     assert token_key(tokens["refresh_token"]) != tokens["refresh_token"]
+
+
+async def test_a_malformed_token_endpoint_fails_the_refresh_instead_of_raising(
+    verifier: TokenVerifier, clock: Clock
+) -> None:
+    refresh_token = "rt-" + "w" * 40
+    refresher = InProcessRefresher(
+        token_endpoint="http://[::1/token", client_id="web", verifier=verifier, now=clock
+    )
+    try:
+        with pytest.raises(RefreshFailed) as caught:
+            await refresher.refresh(refresh_token, proof=None)
+    finally:
+        await refresher.aclose()
+
+    assert caught.value.context["reason"] == "unavailable"
+    assert_no_secret(caught.value, refresh_token)

@@ -247,7 +247,7 @@ class Harness:
         self,
         *,
         issuer: DevIssuer | None = None,
-        transport: httpx2.AsyncBaseTransport | str | None = "asgi",
+        network: bool = False,
         refresh: Mapping[str, Any] | None = None,
         cookies: Mapping[str, Any] | None = None,
     ) -> Edge:
@@ -266,13 +266,10 @@ class Harness:
             cookies=dict(cookies or {}),
         )
         verifier = TokenVerifier.from_config(config, now=self.clock)
-        if transport == "asgi":
-            transport = httpx2.ASGITransport(app=issuer.app)
+        # In process unless the test needs real sockets (a timeout is a socket's business).
+        transport = None if network else httpx2.ASGITransport(app=issuer.app)
         refresher = InProcessRefresher.from_config(
-            config,
-            verifier,
-            transport=transport if isinstance(transport, httpx2.AsyncBaseTransport) else None,
-            now=self.clock,
+            config, verifier, transport=transport, now=self.clock
         )
         middleware = JWTSessionMiddleware(
             Starlette(routes=ROUTES), config, verifier=verifier, refresher=refresher
@@ -317,7 +314,8 @@ async def harness(
 
     for emitted, cookie in harness.emitted_cookies():
         assert_attributes(cookie, secure=expects_secure(emitted))
-        harness.watch(cookie.value)
+        if not cookie.deletes:
+            harness.watch(cookie.value)
     for edge in harness.edges:
         for emitted in edge.app.emitted:
             if emitted.values("set-cookie"):
@@ -378,6 +376,8 @@ async def test_a_hundred_concurrent_requests_with_an_expired_session_share_one_r
     assert issuer.stats.token_requests - before == 1
     assert issuer.stats.refresh_grants == 1
     assert edge.middleware.stats.refreshed == 100
+    assert edge.refresher is not None
+    assert edge.refresher.stats.joined + edge.refresher.stats.grace_reused == 99
     bodies = [response.json() for response in responses]
     assert all(response.status_code == 200 for response in responses)
     assert all(body["authenticated"] for body in bodies)
@@ -590,6 +590,22 @@ async def test_an_api_request_with_an_expired_token_and_a_spent_refresh_cookie_g
     assert "set-cookie" not in response.headers
 
 
+async def test_an_api_request_with_an_expired_token_is_refreshed_instead_of_refused(
+    harness: Harness, issuer: DevIssuer, clock: Clock
+) -> None:
+    edge = harness.edge()
+    tokens = harness.login()
+    clock.advance(PAST_EXPIRY)
+
+    async with edge.client() as client:
+        response = await client.get("/api/items", headers=cookie_header(tokens))
+
+    assert response.status_code == 200
+    assert response.json()["authenticated"] is True
+    assert set(stored(response)) == {"access", "id", "refresh"}
+    assert issuer.stats.token_requests == 1
+
+
 # -- refresh_now --------------------------------------------------------------
 
 
@@ -669,6 +685,23 @@ async def test_refresh_now_that_fails_keeps_the_current_session(
     assert response.json()["error"] == "refresh_failed"
     assert response.json()["authenticated"] is True
     assert tokens["refresh_token"] not in response.text
+    assert "set-cookie" not in response.headers
+
+
+async def test_refresh_now_rejected_with_invalid_grant_keeps_the_cookies_of_a_valid_session(
+    harness: Harness, issuer: DevIssuer
+) -> None:
+    edge = harness.edge()
+    tokens = harness.login()
+    issuer.fail_mode = "invalid_grant"
+
+    async with edge.client() as client:
+        response = await client.post(
+            "/refresh", headers={**cookie_header(tokens), "Origin": LOOPBACK}
+        )
+
+    assert response.status_code == 409
+    assert response.json()["authenticated"] is True
     assert "set-cookie" not in response.headers
 
 
@@ -764,7 +797,7 @@ async def test_a_token_endpoint_that_times_out_leaves_the_session_as_it_was(
 ) -> None:
     with DevIssuer.serve(port=0, clock=clock) as served:
         served.fail_mode, served.fail_delay = "timeout", 5
-        edge = harness.edge(issuer=served, transport=None, refresh={"timeout": 0.2})
+        edge = harness.edge(issuer=served, network=True, refresh={"timeout": 0.2})
         tokens = served.login("u1")
         harness.watch(tokens["access_token"], tokens["id_token"], tokens["refresh_token"])
         clock.advance(PAST_EXPIRY if expired else WITHIN_SKEW)
@@ -930,6 +963,23 @@ async def test_an_invalid_access_token_that_is_not_expired_does_not_trigger_a_re
     assert issuer.stats.token_requests == 0
 
 
+def test_a_websocket_upgrade_with_only_a_refresh_cookie_is_anonymous_and_never_refreshes(
+    harness: Harness, issuer: DevIssuer
+) -> None:
+    edge = harness.edge()
+    tokens = harness.login()
+    headers = {
+        **cookie_header(tokens, kinds=("refresh",), names=HOST),
+        "Origin": "http://testserver",
+    }
+
+    with TestClient(edge.app) as client, client.websocket_connect("/ws", headers=headers) as ws:
+        assert ws.receive_json() == {"authenticated": False}
+
+    assert issuer.stats.token_requests == 0
+    assert edge.middleware.stats.refreshed == 0
+
+
 # -- cookies ------------------------------------------------------------------
 
 
@@ -1043,8 +1093,59 @@ async def test_a_refresh_without_an_id_token_keeps_the_old_one_and_its_profile(
     assert body["id_claims"] is True
     assert body["email"] == "grace@example.com"
     assert body["name"] == "Grace Hopper"
+    # The ID cookie is either left alone or rewritten with the old value, never dropped.
     assert stored(response).get("id", id_token) == id_token
+    assert not any(c.deletes and c.name == PLAIN["id"] for c in set_cookies(response))
     assert issuer.stats.refresh_grants == 1
+
+
+async def test_stale_chunks_are_cleared_when_the_new_token_fits_one_cookie(
+    harness: Harness, issuer: DevIssuer, clock: Clock
+) -> None:
+    issuer.add_user("big", organizations=many_organizations(45))
+    edge = harness.edge()
+    tokens = harness.login("big")
+    clock.advance(PAST_EXPIRY)
+    async with edge.client() as client:
+        chunked = stored(await client.get("/me", headers=cookie_header(tokens)))
+        # The user leaves most organizations: the next access token is small.
+        issuer.add_user("big", organizations=many_organizations(1))
+        clock.advance(PAST_EXPIRY)
+        pieces = [
+            chunked["access"][i : i + CHUNK_SIZE]
+            for i in range(0, len(chunked["access"]), CHUNK_SIZE)
+        ]
+        cookie = "; ".join(
+            [f"jwtedge_access.{n}={piece}" for n, piece in enumerate(pieces)]
+            + [f"jwtedge_id={chunked['id']}", f"jwtedge_refresh={chunked['refresh']}"]
+        )
+        response = await client.get("/me", headers={"Cookie": cookie})
+
+    assert response.json()["authenticated"] is True
+    assert response.json()["organizations"] == ["org_000"]
+    cookies = set_cookies(response)
+    written = {c.name for c in cookies if not c.deletes}
+    deleted = {c.name for c in cookies if c.deletes}
+    assert written == set(PLAIN.values())
+    assert deleted == {f"jwtedge_access.{n}" for n in range(len(pieces))}
+    assert issuer.stats.refresh_grants == 2
+
+
+async def test_a_token_too_large_for_the_cookies_fails_the_refresh_without_crashing(
+    harness: Harness, issuer: DevIssuer, clock: Clock
+) -> None:
+    issuer.add_user("big", organizations=many_organizations(45))
+    edge = harness.edge(cookies={"max_chunks": 1})
+    tokens = harness.login("big")
+    clock.advance(PAST_EXPIRY)
+
+    async with edge.client() as client:
+        response = await client.get("/me", headers=cookie_header(tokens))
+
+    assert response.status_code == 200
+    assert response.json()["authenticated"] is False
+    assert "set-cookie" not in response.headers
+    assert edge.middleware.stats.refresh_failed == {"refresh_failed": 1}
 
 
 # -- no token material anywhere ------------------------------------------------

@@ -14,6 +14,7 @@ import os
 import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -223,6 +224,20 @@ class AuthSettings(_Section):
         return frozenset(ASYMMETRIC_ALGORITHMS + extra)
 
 
+def _check_url(value: str | None) -> str | None:
+    """An absolute http(s) URL with a host and a valid port, or ``None``."""
+    if value is None:
+        return None
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ValueError("not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an absolute http(s) URL")
+    return value
+
+
 class EndpointsSettings(_Section):
     """Explicit endpoints; each wins over the one in ``auth.jwks_meta``."""
 
@@ -231,6 +246,10 @@ class EndpointsSettings(_Section):
     end_session: str | None = None
     revocation: str | None = None
     jwks_uri: str | None = None
+
+    _urls = field_validator("token", "authorization", "end_session", "revocation", "jwks_uri")(
+        _check_url
+    )
 
 
 class KeysSettings(_Section):
@@ -296,6 +315,8 @@ class LoginSettings(_Section):
     scopes: str = "openid profile email offline_access"
     post_logout_redirect: str | None = None
     state_key: SecretStr | None = None
+
+    _urls = field_validator("redirect_uri", "post_logout_redirect")(_check_url)
 
 
 class WebSocketSettings(_Section):

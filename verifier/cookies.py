@@ -16,6 +16,7 @@ which browsers only accept from a secure origin for the exact host.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -79,6 +80,7 @@ def request_host(scope: Scope) -> str:
     return ""
 
 
+@functools.lru_cache(maxsize=256)
 def is_loopback_host(host: str) -> bool:
     """``localhost``, ``*.localhost``, 127.0.0.0/8 and ``[::1]``, any port."""
     if host.startswith("["):

@@ -264,16 +264,24 @@ class Fetcher:
         self._clock = clock
         self._sleep = sleep
         self._jitter = jitter
-        self._client = httpx2.AsyncClient(
-            transport=transport,
-            follow_redirects=False,
-            trust_env=False,
-            timeout=timeout,
-            headers={
-                "Accept": "application/jwk-set+json, application/json",
-                "User-Agent": "jwtedge",
-            },
-        )
+        self._transport = transport
+        self._http: httpx2.AsyncClient | None = None
+
+    @property
+    def _client(self) -> httpx2.AsyncClient:
+        # Built on first use: its TLS context costs ~30 ms, and most apps never fetch.
+        if self._http is None:
+            self._http = httpx2.AsyncClient(
+                transport=self._transport,
+                follow_redirects=False,
+                trust_env=False,
+                timeout=self.timeout,
+                headers={
+                    "Accept": "application/jwk-set+json, application/json",
+                    "User-Agent": "jwtedge",
+                },
+            )
+        return self._http
 
     async def __aenter__(self) -> Self:
         return self
@@ -288,7 +296,8 @@ class Fetcher:
 
     async def aclose(self) -> None:
         """Close the HTTP client and its connections."""
-        await self._client.aclose()
+        if self._http is not None:
+            await self._http.aclose()
 
     # -- public API -------------------------------------------------------------
 

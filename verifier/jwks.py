@@ -290,7 +290,7 @@ def _import_key(entry: Mapping[str, Any]) -> PublicJWK:
             return _import_okp(entry, kid, alg)
     except ValueError as exc:
         raise _Unusable(f"invalid key material: {exc}") from exc
-    raise _Unusable(f"unsupported key type {kty!r}")
+    raise _Unusable(f"unsupported key type {str(kty)[:32]!r}")
 
 
 def _build(
@@ -335,9 +335,9 @@ def _import_rsa(entry: Mapping[str, Any], kid: str | None, alg: str | None) -> P
 
 def _import_ec(entry: Mapping[str, Any], kid: str | None, alg: str | None) -> PublicJWK:
     crv = entry.get("crv")
-    if crv not in _EC_CURVES:
-        raise _Unusable(f"unsupported EC curve {crv!r}")
-    assert isinstance(crv, str)
+    # isinstance first: an array or object here must not reach a dict lookup.
+    if not isinstance(crv, str) or crv not in _EC_CURVES:
+        raise _Unusable(f"unsupported EC curve {str(crv)[:32]!r}")
     if alg is not None and alg != EC_CURVE_ALGS[crv]:
         raise _Unusable(f"alg {alg!r} does not fit curve {crv}")
     curve, size = _EC_CURVES[crv]
@@ -352,7 +352,7 @@ def _import_ec(entry: Mapping[str, Any], kid: str | None, alg: str | None) -> Pu
 def _import_okp(entry: Mapping[str, Any], kid: str | None, alg: str | None) -> PublicJWK:
     crv = entry.get("crv")
     if crv != "Ed25519":
-        raise _Unusable(f"unsupported OKP curve {crv!r}")
+        raise _Unusable(f"unsupported OKP curve {str(crv)[:32]!r}")
     if alg is not None and alg not in OKP_ALGS:
         raise _Unusable(f"alg {alg!r} does not fit curve Ed25519")
     x = b64url_decode_lenient(entry.get("x"))

@@ -42,7 +42,7 @@ from .cookies import (
 )
 from .errors import CSRFRejected, RefreshFailed, TokenExpired, VerifierError
 from .keys import VerificationKey
-from .refresh import InProcessRefresher, Refresher
+from .refresh import Refresher, refresher_from_config
 from .remote import RemoteKeys
 from .session import Session
 from .stats import MiddlewareStats
@@ -94,12 +94,18 @@ def get_session(conn: HTTPConnection) -> Session | None:
     return auth if isinstance(auth, Session) else None
 
 
-def _path_matches(path: str, prefixes: list[str]) -> bool:
+class _Paths:
     """Prefix match on whole segments: ``/static`` covers ``/static/x``, not ``/static-x``."""
-    for prefix in prefixes:
-        if prefix == "/" or path == prefix or path.startswith(prefix + "/"):
-            return True
-    return False
+
+    __slots__ = ("everything", "exact", "prefixes")
+
+    def __init__(self, paths: list[str]) -> None:
+        self.everything = "/" in paths
+        self.exact = frozenset(paths)
+        self.prefixes = tuple(path + "/" for path in paths)
+
+    def __contains__(self, path: str) -> bool:
+        return self.everything or path in self.exact or path.startswith(self.prefixes)
 
 
 def _origin_of(scope: Scope) -> str:
@@ -167,12 +173,13 @@ class _Request:
 
 
 _CONTEXT_KEY = "jwtedge.context"
+_NO_TOKENS = TokenSet()
 
 
 class _Context:
     """Per-request refresh state: the cookies to set on the response."""
 
-    __slots__ = ("middleware", "present", "secure", "set_cookies", "tokens")
+    __slots__ = ("middleware", "present", "refreshed", "secure", "set_cookies", "tokens")
 
     def __init__(
         self,
@@ -187,11 +194,16 @@ class _Context:
         self.secure = secure
         self.present = present
         self.set_cookies: list[str] = []
+        self.refreshed = False
 
     def wrap(self, send: Send) -> Send:
         async def send_with_cookies(message: Message) -> None:
             if message["type"] == "http.response.start" and self.set_cookies:
                 headers = MutableHeaders(scope=message)
+                if self._app_set_token_cookies(headers):
+                    # The app logged in or out on this request: its cookies win.
+                    await send(message)
+                    return
                 for value in self.set_cookies:
                     headers.append("set-cookie", value)
                 # A response that rotates credentials must never be cached.
@@ -199,6 +211,13 @@ class _Context:
             await send(message)
 
         return send_with_cookies
+
+    def _app_set_token_cookies(self, headers: MutableHeaders) -> bool:
+        jar = self.middleware.jar
+        return any(
+            jar.is_token_cookie(value.partition("=")[0].strip())
+            for value in headers.getlist("set-cookie")
+        )
 
     async def refresh(self, session: Session | None) -> Session | None:
         """Refresh now; the new session, or ``session`` when it fails."""
@@ -230,6 +249,7 @@ class _Context:
                 )
             return session
         self.tokens = new
+        self.refreshed = True
         middleware.stats.refreshed += 1
         return fresh
 
@@ -247,8 +267,14 @@ async def refresh_now(conn: HTTPConnection) -> Session:
         if "auth" not in conn.scope:
             raise RuntimeError("JWTSessionMiddleware must be installed to refresh")
         raise RefreshFailed("this request carries no refresh cookie")
-    session = await ctx.refresh(None)
-    if session is None:
+    current = conn.scope.get("auth")
+    current = current if isinstance(current, Session) else None
+    if ctx.refreshed and current is not None:
+        return current  # this request already refreshed: its claims are fresh
+    # Passing the current session keeps the cookies of a still-valid session
+    # when the issuer refuses (invalid_grant clears them only without one).
+    session = await ctx.refresh(current)
+    if session is None or session is current:
         raise RefreshFailed("the issuer did not refresh the session")
     conn.scope["auth"], conn.scope["user"] = session, session.user
     return session
@@ -281,12 +307,12 @@ class JWTSessionMiddleware:
             # DESIGN's default: fetch only for an unknown kid (or with nothing baked).
             remote = RemoteKeys.from_config(config, self.verifier.keys)
         self.remote = remote
-        self.refresher: Refresher | None = refresher or InProcessRefresher.from_config(
-            config, self.verifier
-        )
+        self.refresher: Refresher | None = refresher or refresher_from_config(config, self.verifier)
         self.on_error: OnError = on_error or (lambda _conn, exc: error_response(exc))
         self.stats = stats or MiddlewareStats()
         self.jar = CookieJar(config.cookies)
+        self.excluded = _Paths(config.http.exclude_paths)
+        self.api_paths = _Paths(config.http.api_prefixes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -305,8 +331,7 @@ class JWTSessionMiddleware:
             await self._websocket(scope, receive, send, request)
             return
 
-        secure = request_is_secure(scope, self.config.cookies.secure)
-        tokens = self.jar.read(request.cookies, secure=secure)
+        secure, tokens = self._read_tokens(scope, request)
         cookie_auth = request.bearer is None and (tokens.access or tokens.refresh) is not None
         if (
             cookie_auth
@@ -318,7 +343,7 @@ class JWTSessionMiddleware:
             return
 
         path = scope["path"]
-        if _path_matches(path, http.exclude_paths):
+        if path in self.excluded:
             await self.app(scope, receive, send)
             return
 
@@ -351,7 +376,7 @@ class JWTSessionMiddleware:
         if error is not None:
             self.stats.rejected[error.code] += 1
             logger.debug("credentials refused: %s", error.code)
-            if request.bearer is not None or _path_matches(path, http.api_prefixes):
+            if request.bearer is not None or path in self.api_paths:
                 await self._reject(scope, receive, send, error)
                 return
         if session is None:
@@ -370,8 +395,7 @@ class JWTSessionMiddleware:
             stats.websocket_refused["query_token"] += 1
             await deny(scope, receive, send, refusal_for_query_token())
             return
-        secure = request_is_secure(scope, self.config.cookies.secure)
-        tokens = self.jar.read(request.cookies, secure=secure)
+        _, tokens = self._read_tokens(scope, request)
         cookie_auth = request.bearer is None and (tokens.access or tokens.refresh) is not None
         allowed = self.config.websocket.allowed_origins
         if cookie_auth and not websocket_origin_allowed(request.origin, _origin_of(scope), allowed):
@@ -379,7 +403,7 @@ class JWTSessionMiddleware:
             await deny(scope, receive, send, refusal_for_origin())
             return
         access = request.bearer or tokens.access
-        if access is None or _path_matches(scope["path"], self.config.http.exclude_paths):
+        if access is None or scope["path"] in self.excluded:
             stats.websocket_anonymous += 1
             await self.app(scope, receive, send)
             return
@@ -393,6 +417,14 @@ class JWTSessionMiddleware:
         stats.websocket_authenticated += 1
         scope["auth"], scope["user"] = session, session.user
         await self.app(scope, receive, send)
+
+    def _read_tokens(self, scope: Scope, request: _Request) -> tuple[bool, TokenSet]:
+        if not request.cookies:
+            # No token cookie at all (Bearer and anonymous callers): skip the
+            # Secure decision and name lookups, nothing will be read or written.
+            return False, _NO_TOKENS
+        secure = request_is_secure(scope, self.config.cookies.secure)
+        return secure, self.jar.read(request.cookies, secure=secure)
 
     @staticmethod
     def _on_startup(receive: Receive, remote: RemoteKeys) -> Receive:

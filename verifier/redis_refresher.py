@@ -50,7 +50,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.backoff import AbstractBackoff, NoBackoff
 from redis.exceptions import RedisError
 
 from .config import AppConfig
@@ -78,6 +78,8 @@ _STORE_KEY_SETTING = "APP_CONFIG_REFRESH__STORE_KEY"
 _SEAL_VERSION = b"\x01"
 _NONCE_BYTES = 12
 _HKDF_INFO = b"jwtedge refresh store v1"
+#: Typed alias: older redis-py releases leave NoBackoff unannotated.
+_NO_BACKOFF: Callable[[], AbstractBackoff] = NoBackoff
 #: Everything a Redis outage raises: redis-py's tree, socket errors, timeouts.
 _REDIS_ERRORS = (RedisError, OSError, TimeoutError)
 
@@ -119,6 +121,9 @@ end
 return 0
 """
 _OURS, _HELD, _SETTLED = 1, 0, 2
+#: Failures after which the token must never reach the issuer again: the issuer
+#: refused it, or answered 200 (so rotated it) with tokens that do not verify.
+_SPENT_REASONS = frozenset({"invalid_grant", "bad_tokens", "spent"})
 
 
 @dataclass
@@ -207,8 +212,6 @@ class RedisRefresher(InProcessRefresher):
     timeout and ``retry_after`` how long Redis is skipped after it failed.
     """
 
-    stats: RedisRefreshStats
-
     def __init__(
         self,
         *,
@@ -240,25 +243,31 @@ class RedisRefresher(InProcessRefresher):
             transport=transport,
             now=now,
         )
-        self.stats = RedisRefreshStats()
+        # ``stats`` keeps the Refresher protocol's type; ``redis_stats`` is the
+        # same object with the Redis counters typed.
+        self._counters = RedisRefreshStats()
+        self.stats = self._counters
         self._sealer = _Sealer(_store_key_bytes(store_key))
         self._owns_redis = isinstance(redis, str)
-        if isinstance(redis, str):
-            redis = Redis.from_url(
+        client: Redis = (
+            Redis.from_url(
                 redis,
                 socket_timeout=redis_timeout,
                 socket_connect_timeout=redis_timeout,
-                retry=Retry(NoBackoff(), 1),
+                retry=Retry(_NO_BACKOFF(), 1),
                 decode_responses=False,
             )
-        self._redis = redis
+            if isinstance(redis, str)
+            else redis
+        )
+        self._redis = client
         self.lease = lease
         self.spent_ttl = spent_ttl
         self.retry_after = retry_after
         self.namespace = namespace
-        self._acquire = redis.register_script(_ACQUIRE)
-        self._renew_lease = redis.register_script(_RENEW)
-        self._settle_script = redis.register_script(_SETTLE)
+        self._acquire = client.register_script(_ACQUIRE)
+        self._renew_lease = client.register_script(_RENEW)
+        self._settle_script = client.register_script(_SETTLE)
         self._shared: dict[str, asyncio.Future[_Landed]] = {}
         self._skip_redis_until: float | None = None
 
@@ -304,6 +313,11 @@ class RedisRefresher(InProcessRefresher):
             now=now,
         )
 
+    @property
+    def redis_stats(self) -> RedisRefreshStats:
+        """``stats`` (the same object: do not replace it) with the Redis counters typed."""
+        return self._counters
+
     def __repr__(self) -> str:
         return (
             f"RedisRefresher(token_endpoint={self.token_endpoint!r}, namespace={self.namespace!r})"
@@ -348,7 +362,7 @@ class RedisRefresher(InProcessRefresher):
         try:
             landed = await self._coordinate(key, refresh_token, proof)
         except RefreshFailed as exc:
-            if exc.context.get("reason") in ("invalid_grant", "spent"):
+            if exc.context.get("reason") in _SPENT_REASONS:
                 self._remember_spent(key)
             raise
         else:
@@ -378,9 +392,10 @@ class RedisRefresher(InProcessRefresher):
         deadline = self.now() + self.timeout + self.lease + 1.0
         pubsub = None
         step = 0.01
-        # Once another process is known to hold or have spent this token, a
-        # Redis failure must not send it to the issuer again (a replay makes
-        # issuers revoke the family): this refresh fails instead.
+        # Once this flight holds the lease, or another process is known to hold
+        # or have spent this token, a Redis failure must not send the token to
+        # the issuer (again): a replay makes issuers revoke the whole family.
+        # This refresh fails instead; the page is served as without a refresh.
         involved = False
         try:
             while True:
@@ -388,16 +403,16 @@ class RedisRefresher(InProcessRefresher):
                     keys=[keys.lease, keys.result, keys.spent], args=[owner, _ms(self.lease)]
                 )
                 self._redis_ok()
+                involved = True
                 if outcome == _OURS:
                     return await self._own(keys, owner, refresh_token, proof)
-                involved = True
                 if outcome == _SETTLED:
                     landed = await self._read_settled(keys)
                     if landed is not None:
                         return landed
                     continue  # the result expired between the two calls: look again
                 if pubsub is None:
-                    self.stats.waited += 1
+                    self._counters.waited += 1
                     pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
                     await pubsub.subscribe(keys.channel)
                     continue  # the owner may have published before we subscribed
@@ -409,7 +424,7 @@ class RedisRefresher(InProcessRefresher):
             self._redis_failed(exc)
             self.stats.failed += 1
             raise RefreshFailed(
-                "Redis failed while another process held this refresh", reason="unavailable"
+                "Redis failed during a refresh already under way", reason="unavailable"
             ) from None
         finally:
             if pubsub is not None:
@@ -435,20 +450,19 @@ class RedisRefresher(InProcessRefresher):
         self, keys: _Keys, owner: str, refresh_token: str, proof: Mapping[str, Any] | None
     ) -> _Landed:
         """Hold the lease (renewed) while this process calls the issuer, then settle."""
-        self.stats.leases += 1
+        self._counters.leases += 1
         renewer = asyncio.ensure_future(self._renew(keys.lease, owner))
         try:
             result = await self._bounded_call(refresh_token, proof)
         except RefreshFailed as exc:
             reason = str(exc.context.get("reason") or "issuer_error")
             await self._settle(
-                keys, owner, None, spent=reason == "invalid_grant", message=f"failed:{reason}"
+                keys, owner, None, spent=reason in _SPENT_REASONS, message=f"failed:{reason}"
             )
             raise
         finally:
+            # Not awaited: swallowing its CancelledError could swallow ours.
             renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
         sealed = self._sealer.seal(keys.result, _encode(result))
         await self._settle(keys, owner, sealed, spent=True, message="done")
         return _Landed(result, called=True, keep=self.grace)
@@ -463,7 +477,7 @@ class RedisRefresher(InProcessRefresher):
                 return
             if not renewed:
                 return  # lost: settling reports it
-            self.stats.lease_renewals += 1
+            self._counters.lease_renewals += 1
 
     async def _settle(
         self, keys: _Keys, owner: str, sealed: bytes | None, *, spent: bool, message: str
@@ -487,11 +501,11 @@ class RedisRefresher(InProcessRefresher):
             )
         except _REDIS_ERRORS as exc:
             self._redis_failed(exc)
-            self.stats.degraded += 1
+            self._counters.degraded += 1
             return
         if not owned:
-            self.stats.lease_lost += 1
-            self.stats.degraded += 1
+            self._counters.lease_lost += 1
+            self._counters.degraded += 1
             logger.warning(
                 "refresh lease lost while the issuer answered (Redis too slow or evicting?); "
                 "the result is kept in process"
@@ -506,7 +520,7 @@ class RedisRefresher(InProcessRefresher):
             sealed, pttl, spent = await pipe.execute()
         if sealed is not None:
             result = self._unseal(keys.result, sealed)
-            self.stats.store_hits += 1
+            self._counters.store_hits += 1
             return _Landed(result, called=False, keep=max(int(pttl), 0) / 1000)
         if spent:
             self.stats.reuse_refused += 1
@@ -534,7 +548,7 @@ class RedisRefresher(InProcessRefresher):
             ) from None
 
     async def _in_process(self, refresh_token: str, proof: Mapping[str, Any] | None) -> _Landed:
-        self.stats.degraded += 1
+        self._counters.degraded += 1
         result = await self._bounded_call(refresh_token, proof)
         return _Landed(result, called=True, keep=self.grace)
 
@@ -552,7 +566,7 @@ class RedisRefresher(InProcessRefresher):
             ) from None
 
     def _redis_failed(self, exc: BaseException) -> None:
-        self.stats.redis_errors += 1
+        self._counters.redis_errors += 1
         if self._skip_redis_until is None:
             # Class name only: redis-py messages can name hosts; tokens never reach here.
             logger.warning(

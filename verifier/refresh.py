@@ -25,6 +25,7 @@ import asyncio
 import base64
 import hashlib
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -37,14 +38,22 @@ import orjson
 
 from .config import AppConfig
 from .cookies import TokenSet
-from .errors import RefreshFailed, VerifierError
+from .errors import ConfigInvalid, RefreshFailed, VerifierError
 from .tokens import TokenVerifier
 
-__all__ = ["InProcessRefresher", "RefreshResult", "RefreshStats", "Refresher", "token_key"]
+__all__ = [
+    "InProcessRefresher",
+    "RefreshResult",
+    "RefreshStats",
+    "Refresher",
+    "refresher_from_config",
+    "token_key",
+]
 
 logger = logging.getLogger("jwtedge.refresh")
 
 ClientAuth = Literal["client_secret_basic", "client_secret_post", "none"]
+_ERROR_CODE = re.compile(r"[a-z_]{1,64}")
 #: How many spent refresh-token hashes are remembered (to never replay them).
 SPENT_MEMORY = 100_000
 
@@ -139,9 +148,8 @@ class InProcessRefresher:
         self.timeout = timeout
         self.now = now
         self.stats = RefreshStats()
-        self._client = httpx2.AsyncClient(
-            transport=transport, timeout=timeout, follow_redirects=False, trust_env=False
-        )
+        self._transport = transport
+        self._client: httpx2.AsyncClient | None = None
         self._flights: dict[str, asyncio.Future[RefreshResult]] = {}
         self._kept: dict[str, _Kept] = {}
         self._spent: OrderedDict[str, None] = OrderedDict()
@@ -174,8 +182,21 @@ class InProcessRefresher:
     def __repr__(self) -> str:
         return f"InProcessRefresher(token_endpoint={self.token_endpoint!r})"
 
+    @property
+    def client(self) -> httpx2.AsyncClient:
+        """The HTTP client, built on first use (its TLS context costs ~30 ms at start-up)."""
+        if self._client is None:
+            self._client = httpx2.AsyncClient(
+                transport=self._transport,
+                timeout=self.timeout,
+                follow_redirects=False,
+                trust_env=False,
+            )
+        return self._client
+
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._client is not None:
+            await self._client.aclose()
 
     async def refresh(
         self, refresh_token: str, *, proof: Mapping[str, Any] | None
@@ -206,7 +227,9 @@ class InProcessRefresher:
         try:
             result = await self._call_issuer(refresh_token, proof)
         except RefreshFailed as exc:
-            if exc.context.get("reason") == "invalid_grant":
+            # invalid_grant: the issuer refused it; bad_tokens: it answered 200, so it
+            # has rotated the token. Either way a replay could only revoke the family.
+            if exc.context.get("reason") in ("invalid_grant", "bad_tokens"):
                 self._remember_spent(key)
             raise
         else:
@@ -252,12 +275,10 @@ class InProcessRefresher:
             if self.client_auth == "client_secret_post" and self._client_secret:
                 form["client_secret"] = self._client_secret
         try:
-            response = await self._client.post(
-                self.token_endpoint,
-                data=form,
-                headers=headers,
-            )
-        except httpx2.HTTPError as exc:
+            # httpx2's timeout is per phase (connect, read, ...): bound the whole call.
+            async with asyncio.timeout(self.timeout):
+                response = await self.client.post(self.token_endpoint, data=form, headers=headers)
+        except (TimeoutError, httpx2.HTTPError, httpx2.InvalidURL, OSError, OverflowError) as exc:
             self.stats.failed += 1
             # The message names the endpoint and the failure class, never the form.
             raise RefreshFailed(
@@ -270,6 +291,8 @@ class InProcessRefresher:
         if response.status_code != 200 or not isinstance(body, dict):
             self.stats.failed += 1
             error = body.get("error") if isinstance(body, dict) else None
+            if not (isinstance(error, str) and _ERROR_CODE.fullmatch(error)):
+                error = None  # only a well-formed OAuth error code reaches a message
             reason = "invalid_grant" if error == "invalid_grant" else "issuer_error"
             raise RefreshFailed(
                 f"token endpoint answered HTTP {response.status_code}"
@@ -307,3 +330,25 @@ class InProcessRefresher:
             raise RefreshFailed("the token response refresh_token is not a string")
         tokens = TokenSet(access=access, id=id_token, refresh=refresh_token)
         return RefreshResult(tokens=tokens, claims=claims)
+
+
+def refresher_from_config(
+    config: AppConfig,
+    verifier: TokenVerifier,
+    *,
+    transport: httpx2.AsyncBaseTransport | None = None,
+) -> Refresher | None:
+    """The refresher ``config`` asks for: shared on Redis when
+    ``refresh.redis_url`` is set (imported only then: ``redis`` is optional),
+    else in process; ``None`` when refresh is off or impossible."""
+    if config.refresh.redis_url is not None:
+        try:
+            from .redis_refresher import RedisRefresher
+        except ImportError:
+            raise ConfigInvalid(
+                "APP_CONFIG_REFRESH__REDIS_URL is set but the redis package is not installed "
+                "(pip install 'jwtedge[redis]')",
+                setting="APP_CONFIG_REFRESH__REDIS_URL",
+            ) from None
+        return RedisRefresher.from_config(config, verifier, transport=transport)
+    return InProcessRefresher.from_config(config, verifier, transport=transport)

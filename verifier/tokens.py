@@ -441,12 +441,20 @@ class TokenVerifier:
         """Verify the pair and build the :class:`~verifier.session.Session`.
 
         A pair verified before is served from the cache (the exact token
-        strings are the key) after re-checking ``exp`` and ``nbf`` against
-        the clock; a hit returns the same ``Session`` object.
+        strings are the key) after re-checking ``exp``, ``nbf`` and ``iat``
+        against the clock; a hit returns the same ``Session`` object.
         """
         cache = self._cache
-        if cache is not None and type(access_token) is str:
-            key = (access_token, id_token if type(id_token) is str else None)
+        key: tuple[str, str | None] | None = None
+        # Only str tokens are keys: a bytes ID token must never find the entry
+        # of the access token alone.
+        if (
+            cache is not None
+            and isinstance(access_token, str)
+            and (id_token is None or isinstance(id_token, str))
+        ):
+            key = (access_token, id_token)
+        if cache is not None and key is not None:
             entry = cache.get(key)
             if entry is not None:
                 now = self.now()
@@ -462,16 +470,14 @@ class TokenVerifier:
         if id_token:
             id_header, id_claims = self._verify_id(id_token, access)
         session = Session.from_claims(access, id_claims, names=self.claim_names)
-        if (
-            cache is not None
-            and type(access_token) is str
-            and (id_token is None or type(id_token) is str)
-        ):
+        if cache is not None and key is not None:
             kids = (header.get("kid"), id_header.get("kid") if id_header else header.get("kid"))
-            nbf = access.get("nbf")
-            valid_from = float(nbf) - self.leeway if nbf is not None else float("-inf")
+            # Served again only while every time check would still pass: after
+            # nbf and iat (a clock stepping back), before exp (all with leeway).
+            starts = [float(access[name]) for name in ("nbf", "iat") if name in access]
+            valid_from = max(starts) - self.leeway if starts else float("-inf")
             entry = _CacheEntry(session, valid_from, session.expires_at + self.leeway, kids)
-            cache[(access_token, id_token)] = entry
+            cache[key] = entry
             if len(cache) > self.cache_size:
                 cache.popitem(last=False)
         return session

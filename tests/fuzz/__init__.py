@@ -25,8 +25,8 @@ from verifier.errors import ERROR_CODES, VerifierError
 
 #: ``JWTEDGE_FUZZ=long`` selects the long profile; anything else runs ``ci``.
 PROFILE = "long" if os.environ.get("JWTEDGE_FUZZ", "").strip().lower() == "long" else "ci"
-#: Examples per test in the long profile.
-LONG_EXAMPLES = 100_000
+#: Examples per test in the long profile (``JWTEDGE_FUZZ_EXAMPLES`` overrides it).
+LONG_EXAMPLES = int(os.environ.get("JWTEDGE_FUZZ_EXAMPLES", "100000"))
 
 
 def examples(ci: int) -> int:
@@ -62,20 +62,25 @@ def _strict_segment(segment: str) -> bytes | None:
     return raw
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    names = [name for name, _ in pairs]
-    if len(set(names)) != len(names):
-        raise ValueError("duplicate member")
-    return dict(pairs)
-
-
 def _json_object(raw: bytes, *, duplicates: bool) -> dict[str, Any] | None:
-    hook = None if duplicates else _no_duplicates
+    """A JSON object, last member winning; with ``duplicates=False`` a repeated
+    top-level member refuses it (RFC 7515 §4: Header Parameter names are unique;
+    what nested values of unknown parameters hold is not a header parameter)."""
+    repeats: list[bool] = []
+
+    def pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        names = [name for name, _ in pairs]
+        repeats.append(len(set(names)) != len(names))
+        return dict(pairs)
+
     try:
-        value = json.loads(raw.decode("utf-8"), object_pairs_hook=hook)
+        value = json.loads(raw.decode("utf-8"), object_pairs_hook=pairs_hook)
     except (ValueError, RecursionError):
         return None
-    return value if isinstance(value, dict) else None
+    if not isinstance(value, dict):
+        return None
+    # The outermost object is completed, so hooked, last.
+    return None if not duplicates and repeats[-1] else value
 
 
 class OracleKey:
@@ -161,7 +166,8 @@ class Oracle:
         if header is None or not self._header_ok(header):
             return None
         alg = "Ed25519" if header["alg"] == "EdDSA" else header["alg"]
-        if "kid" in header:
+        # "kid": null is read as no kid (the key must then be the one for alg).
+        if header.get("kid") is not None:
             candidates = [key for key in self.keys if key.kid == header["kid"]]
         else:
             candidates = [key for key in self.keys if key.alg == alg]

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Run every bench once, bounded: the whole run stays under 5 minutes.
+#
+#   bash bench/run_all.sh            # from the repository root (or anywhere)
+#   PYTHON=python3 bash bench/run_all.sh
+#
+# Benches print figures and ratios; they never fail on timings. The exit code
+# is non-zero only when a bench crashed, hit its time limit, or failed a
+# correctness check (the refresh storm must make exactly one token request).
+set -u
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+BUDGET=${BENCH_BUDGET:-290}   # seconds for everything
+started=$(date +%s)
+status=0
+
+run() {
+    local limit=$1
+    shift
+    local left=$((BUDGET - ($(date +%s) - started)))
+    if ((left < 10)); then
+        echo "### SKIPPED (time budget spent): $*"
+        status=1
+        return
+    fi
+    ((limit > left)) && limit=$left
+    echo
+    echo "### python -m $*   (limit ${limit}s)"
+    local rc=0
+    timeout --kill-after=10 "$limit" "$PY" -m "$@" || rc=$?
+    if ((rc != 0)); then
+        echo "!!! $* exited with $rc$( ((rc == 124)) && echo ' (time limit)')"
+        status=1
+    fi
+}
+
+run 45 bench.verify
+run 25 bench.middleware
+run 120 bench.http --duration 6 --rounds 3
+run 30 bench.refresh_storm
+run 110 bench.memory
+run 30 bench.verify --profile
+
+echo
+echo "### total: $(($(date +%s) - started)) s, status $status"
+exit $status
