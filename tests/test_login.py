@@ -270,6 +270,7 @@ def test_a_tampered_state_cookie_is_refused(client: TestClient, issuer: DevIssue
     callback = authorize(issuer, start_login(client))
     (name,) = [n for n in client.cookies if n.startswith(STATE_COOKIE_PREFIX)]
     value = client.cookies[name]
+    client.cookies.delete(name)  # replace it, so only the tampered copy is sent
     client.cookies.set(name, value[:-4] + ("AAAA" if not value.endswith("AAAA") else "BBBB"))
 
     assert_refused(client.get(callback), "state_invalid")
@@ -285,7 +286,9 @@ def test_a_state_cookie_moved_under_another_logins_name_is_refused(
     (second_name,) = set(client.cookies.keys()) - before
     (first_name,) = [n for n in before if n.startswith(STATE_COOKIE_PREFIX)]
     # The first login's callback, but its cookie now holds the second login's sealed state.
-    client.cookies.set(first_name, client.cookies[second_name])
+    moved = client.cookies[second_name]
+    client.cookies.delete(first_name)  # replace it, so only the moved copy is sent
+    client.cookies.set(first_name, moved)
 
     assert_refused(client.get(first), "state_invalid")
 

@@ -112,11 +112,29 @@ class CookieJar:
 
     def __init__(self, settings: CookiesSettings) -> None:
         self.settings = settings
+        # Names are fixed by the settings: compute them once, not per request.
+        self._names = {secure: self._build_names(secure) for secure in (False, True)}
+        self._chunks = {
+            name: tuple(f"{name}.{index}" for index in range(settings.max_chunks))
+            for names in self._names.values()
+            for name in names.values()
+        }
+        bases = (settings.access, settings.id, settings.refresh)
+        self._known = frozenset(
+            name
+            for base in bases
+            for prefixed in (base, "__Host-" + base)
+            for name in (prefixed, *(f"{prefixed}.{i}" for i in range(settings.max_chunks)))
+        )
+        self._stems = tuple({*bases, *("__Host-" + base for base in bases)})
 
-    def names(self, *, secure: bool) -> dict[TokenKind, str]:
+    def _build_names(self, secure: bool) -> dict[TokenKind, str]:
         prefix = self._prefix(secure)
         s = self.settings
         return {"access": prefix + s.access, "id": prefix + s.id, "refresh": prefix + s.refresh}
+
+    def names(self, *, secure: bool) -> dict[TokenKind, str]:
+        return dict(self._names[secure])
 
     def _prefix(self, secure: bool) -> str:
         s = self.settings
@@ -126,29 +144,40 @@ class CookieJar:
 
     def is_token_cookie(self, name: str) -> bool:
         """Any token cookie or chunk, with or without the ``__Host-`` prefix."""
+        if name in self._known:
+            return True
+        if not name.startswith(self._stems):
+            return False
+        # A chunk index beyond max_chunks is still ours (and still stripped).
         base = name.removeprefix("__Host-")
         stem, dot, index = base.rpartition(".")
-        if dot and index.isdigit():
-            base = stem
         s = self.settings
-        return base in (s.access, s.id, s.refresh)
+        return bool(dot) and index.isdigit() and stem in (s.access, s.id, s.refresh)
 
     def read(self, cookies: Mapping[str, str], *, secure: bool) -> TokenSet:
         """The tokens in the request's cookies (chunks joined)."""
-        names = self.names(secure=secure)
-        return TokenSet(**{kind: self._read_one(cookies, names[kind]) for kind in _KINDS})
+        names = self._names[secure]
+        return TokenSet(
+            access=self._read_one(cookies, names["access"]),
+            id=self._read_one(cookies, names["id"]),
+            refresh=self._read_one(cookies, names["refresh"]),
+        )
 
     def _read_one(self, cookies: Mapping[str, str], name: str) -> str | None:
-        if name in cookies:
-            return cookies[name] or None
+        value = cookies.get(name)
+        if value is not None:
+            return value or None
+        chunks = self._chunks[name]
+        if chunks[0] not in cookies:
+            return None
         parts: list[str] = []
-        for index in range(self.settings.max_chunks):
-            part = cookies.get(f"{name}.{index}")
+        for chunk in chunks:
+            part = cookies.get(chunk)
             if part is None:
                 break
             parts.append(part)
         # A chunk after a gap means a torn write: the joined value would be wrong.
-        if any(f"{name}.{i}" in cookies for i in range(len(parts) + 1, self.settings.max_chunks)):
+        if any(chunk in cookies for chunk in chunks[len(parts) + 1 :]):
             return None
         return "".join(parts) or None
 

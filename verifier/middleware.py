@@ -36,7 +36,6 @@ from .config import AppConfig
 from .cookies import (
     CookieJar,
     TokenSet,
-    parse_cookie_header,
     request_host,
     request_is_secure,
 )
@@ -64,6 +63,13 @@ OnError = Callable[[HTTPConnection, VerifierError], Response]
 _UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _SPOOFABLE_PREFIXES = (b"x-auth-",)
 _SPOOFABLE_HEADERS = frozenset({b"x-user-id", b"x-forwarded-user"})
+_HEADER_KINDS = {
+    b"cookie": "cookie",
+    b"authorization": "authorization",
+    b"origin": "origin",
+    b"sec-fetch-site": "sec-fetch-site",
+}
+_ANONYMOUS = UnauthenticatedUser()  # stateless, so one instance serves every request
 
 
 class RemoteKeyLayer(Protocol):
@@ -138,38 +144,48 @@ class _Request:
         self.cookie_names: list[str] = []
         headers: list[tuple[bytes, bytes]] = []
         stripped = 0
-        for name, value in scope["headers"]:
-            if name.startswith(_SPOOFABLE_PREFIXES) or name in _SPOOFABLE_HEADERS:
-                stripped += 1
-                continue
-            if name == b"cookie":
-                kept = self._take_cookies(value.decode("latin-1"), jar, forward_cookies)
+        # One dict lookup per header; only x- headers pay for the spoof check.
+        for item in scope["headers"]:
+            name = item[0]
+            kind = _HEADER_KINDS.get(name)
+            if kind is None:
+                if name[:2] == b"x-" and (
+                    name.startswith(_SPOOFABLE_PREFIXES) or name in _SPOOFABLE_HEADERS
+                ):
+                    stripped += 1
+                    continue
+            elif kind == "cookie":
+                kept = self._take_cookies(item[1].decode("latin-1"), jar, forward_cookies)
                 if kept:
                     headers.append((name, kept.encode("latin-1")))
                 continue
-            if name == b"authorization" and self.bearer is None:
-                scheme, _, credentials = value.decode("latin-1").partition(" ")
-                if scheme.lower() == "bearer" and credentials.strip():
-                    self.bearer = credentials.strip()
-            elif name == b"origin":
-                self.origin = value.decode("latin-1")
-            elif name == b"sec-fetch-site":
-                self.sec_fetch_site = value.decode("latin-1").lower()
-            headers.append((name, value))
+            elif kind == "authorization":
+                if self.bearer is None:
+                    scheme, _, credentials = item[1].decode("latin-1").partition(" ")
+                    if scheme.lower() == "bearer" and credentials.strip():
+                        self.bearer = credentials.strip()
+            elif kind == "origin":
+                self.origin = item[1].decode("latin-1")
+            else:
+                self.sec_fetch_site = item[1].decode("latin-1").lower()
+            headers.append(item)
         self.headers = headers
         self.stripped = stripped
 
     def _take_cookies(self, header: str, jar: CookieJar, forward: bool) -> str:
-        pairs = parse_cookie_header(header)
+        """Collect token cookies (first occurrence wins); return the rest verbatim."""
         kept = []
-        for name, value in pairs.items():
-            if jar.is_token_cookie(name):
-                self.cookies[name] = value
-                self.cookie_names.append(name)
+        for part in header.split(";"):
+            name, sep, value = part.partition("=")
+            name = name.strip()
+            if sep and jar.is_token_cookie(name):
+                if name not in self.cookies:
+                    self.cookies[name] = value.strip()
+                    self.cookie_names.append(name)
                 if not forward:
                     continue
-            kept.append(f"{name}={value}")
-        return "; ".join(kept)
+            kept.append(part)
+        return ";".join(kept).strip()
 
 
 _CONTEXT_KEY = "jwtedge.context"
@@ -325,7 +341,7 @@ class JWTSessionMiddleware:
         request = _Request(scope, self.jar, forward_cookies=self.config.cookies.forward)
         self.stats.headers_stripped += request.stripped
         scope = {**scope, "headers": request.headers}
-        scope["auth"], scope["user"] = AuthCredentials(), UnauthenticatedUser()
+        scope["auth"], scope["user"] = AuthCredentials(), _ANONYMOUS
 
         if scope["type"] == "websocket":
             await self._websocket(scope, receive, send, request)
@@ -365,7 +381,11 @@ class JWTSessionMiddleware:
         error: VerifierError | None = None
         if access is not None:
             try:
-                session = await self._session(access, id_token)
+                if self.remote is None:
+                    # No remote layer: a plain call, no coroutine on the hot path.
+                    session = self.verifier.session(access, id_token)
+                else:
+                    session = await self._session(access, id_token)
             except VerifierError as exc:
                 error = exc
         if ctx is not None and self._refresh_due(access, session, error):

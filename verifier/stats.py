@@ -14,14 +14,13 @@ __all__ = ["MiddlewareStats"]
 
 @dataclass
 class MiddlewareStats:
-    """What the middleware did with each request."""
+    """What the middleware did with each request (cache hits and misses live on
+    the verifier: ``TokenVerifier.cache_stats``)."""
 
     authenticated: int = 0
     anonymous: int = 0
     #: Requests whose credentials were refused, by error code.
     rejected: Counter[str] = field(default_factory=Counter)
-    cache_hits: int = 0
-    cache_misses: int = 0
     csrf_rejected: int = 0
     #: Spoofed identity headers removed from requests.
     headers_stripped: int = 0
@@ -39,8 +38,6 @@ class MiddlewareStats:
             "authenticated": self.authenticated,
             "anonymous": self.anonymous,
             "rejected": dict(self.rejected),
-            "cache_hits": self.cache_hits,
-            "cache_misses": self.cache_misses,
             "csrf_rejected": self.csrf_rejected,
             "headers_stripped": self.headers_stripped,
             "refreshed": self.refreshed,

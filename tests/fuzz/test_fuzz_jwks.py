@@ -231,34 +231,12 @@ def test_parse_jwks_returns_only_public_signing_keys_or_raises_jwks_invalid(
         event("refused")
         assert_documented(err)  # and JWKSInvalid's code is jwks_invalid
         return
-    except TypeError:
-        if not known_unhashable_crv_bug(document):
-            raise
-        event("known bug: unhashable EC crv raised TypeError")
-        return
     event("parsed")
     check_usable(jwks, document)
     canonical = jwks.canonical_json()
     assert parse_jwks(canonical).canonical_json() == canonical
     assert parse_jwks(orjson.loads(canonical)).canonical_json() == canonical
     assert parse_jwks(canonical.encode()).sha256 == jwks.sha256
-
-
-def known_unhashable_crv_bug(document: Any) -> bool:
-    """The one known failure of the property above, so the rest stays checked.
-
-    verifier/jwks.py:338 (``crv not in _EC_CURVES``) hashes ``crv``, so an EC
-    key whose ``crv`` is a JSON array or object raises ``TypeError``. Pinned by
-    ``test_ec_key_with_a_non_string_crv_is_skipped_not_a_type_error``; delete
-    this carve-out together with that test's xfail marker.
-    """
-    keys = document.get("keys") if isinstance(document, dict) else None
-    return isinstance(keys, list) and any(
-        isinstance(entry, dict)
-        and entry.get("kty") == "EC"
-        and isinstance(entry.get("crv"), list | dict)
-        for entry in keys
-    )
 
 
 @settings(max_examples=examples(200))
@@ -268,22 +246,15 @@ def test_parse_jwks_refuses_noise_with_jwks_invalid(raw: Any) -> None:
         parse_jwks(raw)
 
 
-# -- regressions for bugs the fuzzer found --------------------------------------
+# -- regressions for bugs the fuzzer found (fixed) ------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason=(
-        "bug: _import_ec tests `crv not in _EC_CURVES` (verifier/jwks.py:338), which "
-        "hashes crv: a JSON array or object there raises TypeError instead of skipping "
-        "the key (or JWKSInvalid when nothing else is usable)"
-    ),
-)
 @pytest.mark.parametrize("crv", [[], {}, ["P-256"]])
 def test_ec_key_with_a_non_string_crv_is_skipped_not_a_type_error(
     pool: list[PoolKey], crv: Any
 ) -> None:
+    """Found by the property above: ``crv not in _EC_CURVES`` used to hash a
+    JSON array or object and raise TypeError."""
     ed25519_key = next(key.public for key in pool if key.public.get("crv") == "Ed25519")
     ec_key = {**next(key.public for key in pool if key.public.get("crv") == "P-256"), "crv": crv}
     with pytest.raises(JWKSInvalid):

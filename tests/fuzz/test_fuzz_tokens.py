@@ -375,7 +375,6 @@ def test_session_pairs_are_accepted_only_when_both_tokens_are_genuine(
         ),
         label="calls",
     )
-    verified_alone: set[object] = set()
     for access, id_token in calls:
         try:
             session = verifier.session(access, id_token)  # type: ignore[arg-type]
@@ -385,29 +384,11 @@ def test_session_pairs_are_accepted_only_when_both_tokens_are_genuine(
             continue
         access_claims = oracle.access_claims(access)
         assert access_claims is not None, "session() accepted an invalid access token"
-        if id_token and oracle.id_claims(id_token, access_claims) is None:
-            assert known_bytes_id_cache_bug(access, id_token, verified_alone), (
+        if id_token:
+            assert oracle.id_claims(id_token, access_claims) is not None, (
                 "session() accepted an ID token that is invalid or for another subject"
             )
-            continue
-        if id_token is None and type(access) is str:
-            verified_alone.add(access)  # cached under (access, None)
         assert session.user.id == access_claims["sub"]
-
-
-def known_bytes_id_cache_bug(access: object, id_token: object, verified_alone: set[object]) -> bool:
-    """The one known failure of the property above, so the rest stays checked.
-
-    verifier/tokens.py:449 looks the cache up with ``id_token=None`` when the ID
-    token is bytes, so an access token once verified alone vouches for any
-    bytes ID token. Pinned by
-    ``test_session_cache_does_not_vouch_for_an_unverified_bytes_id_token``;
-    delete this carve-out together with that test's xfail marker.
-    """
-    if type(id_token) is not str and type(access) is str and access in verified_alone:
-        event("known bug: cached access token vouched for a bytes ID token")
-        return True
-    return False
 
 
 def test_sanity_genuine_pair_builds_a_session(corpus: Corpus) -> None:
@@ -416,22 +397,15 @@ def test_sanity_genuine_pair_builds_a_session(corpus: Corpus) -> None:
     assert corpus.fresh_verifier().session(access, id_token).user.id == "u1"
 
 
-# -- regressions for bugs the fuzzer found --------------------------------------
+# -- regressions for bugs the fuzzer found (fixed) ------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pytest.fail.Exception,  # "DID NOT RAISE": the forged ID token was accepted
-    reason=(
-        "bug: TokenVerifier.session() looks the cache up with id_token=None when the "
-        "ID token is bytes (verifier/tokens.py:449), so an access token verified alone "
-        "once vouches for any bytes ID token afterwards"
-    ),
-)
 @pytest.mark.parametrize("id_token", ["garbage", "another user's ID token", "the access token"])
 def test_session_cache_does_not_vouch_for_an_unverified_bytes_id_token(
     corpus: Corpus, id_token: str
 ) -> None:
+    """Found by test_session_pairs_...: a cache entry for the access token alone
+    used to be returned for any bytes ID token (the lookup keyed it as None)."""
     verifier = corpus.fresh_verifier()
     access = corpus.originals[0]
     presented = {

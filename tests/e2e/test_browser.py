@@ -1,0 +1,227 @@
+"""The reference app's ``/`` page in a real Chromium (driven by Playwright), signing in at a DevIssuer.
+
+Both servers run in process (:mod:`tests.e2e.servers`) so the issuer can
+mint short-lived access tokens: ``ACCESS_TTL`` seconds, with the app's
+``refresh.skew`` at 1 s and ``auth.leeway`` at 0, so a token really is dead
+once its ``exp`` has passed and only a refresh keeps the user signed in.
+Waiting for that expiry is a real sleep of a few seconds: the browser and
+both servers share the wall clock, so nothing can advance it for them.
+
+Chromium is Debian's, found or installed by :mod:`tests.e2e.browser`; when
+it (or Playwright) is missing these tests skip with the reason, and fail
+under ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, NoReturn
+
+import pytest
+
+from tests.e2e.browser import BrowserUnavailable, ensure_chromium, launch
+from tests.e2e.servers import app_config, dev_issuer, running_app
+from verifier.app import create_app
+from verifier.testing import DevIssuer
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, ConsoleMessage, Page
+
+pytestmark = pytest.mark.e2e
+
+#: Long enough to sign in and see the live panel before the token is due for refresh.
+ACCESS_TTL = 5
+SKEW = 1.0
+#: A page, a selector or a socket message that takes longer than this is a hang.
+ACTION_TIMEOUT_MS = 10_000
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip with ``reason``; under CI a missing browser is a broken setup, so fail."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"browser tests cannot run under CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        unavailable("Playwright is not installed (pip install -e '.[dev]')")
+    try:
+        executable = ensure_chromium()
+    except BrowserUnavailable as exc:
+        unavailable(exc.reason)
+    with sync_playwright() as playwright:
+        chromium = launch(playwright, executable)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@dataclass
+class Stack:
+    issuer: DevIssuer
+    url: str
+
+
+@contextmanager
+def short_lived_stack(*, refresh: bool = True) -> Iterator[Stack]:
+    """A served DevIssuer minting ``ACCESS_TTL`` s tokens and the reference app in front of it."""
+    with dev_issuer() as issuer:
+        issuer.access_ttl = ACCESS_TTL
+        base = app_config(issuer)
+        config = base.model_copy(
+            update={
+                "auth": base.auth.model_copy(update={"leeway": 0.0}),
+                "refresh": base.refresh.model_copy(update={"skew": SKEW, "enabled": refresh}),
+            }
+        )
+        with running_app(create_app(config)) as url:
+            yield Stack(issuer, url)
+
+
+@pytest.fixture
+def stack() -> Iterator[Stack]:
+    with short_lived_stack() as running:
+        yield running
+
+
+@dataclass
+class Tab:
+    """A page in a fresh browser context (no cookies), with the errors it reported."""
+
+    page: Page
+    errors: list[str] = field(default_factory=list)
+
+    def record(self, message: ConsoleMessage) -> None:
+        url = message.location.get("url", "")
+        # The app serves no icon: Chromium's own /favicon.ico request is not the page's doing.
+        if message.type == "error" and not url.endswith("/favicon.ico"):
+            self.errors.append(f"{message.text} ({url})")
+
+
+@pytest.fixture
+def tab(browser: Browser) -> Iterator[Tab]:
+    context = browser.new_context()
+    try:
+        context.set_default_timeout(ACTION_TIMEOUT_MS)
+        tab = Tab(context.new_page())
+        # CSP violations and script errors land here: the page must have none.
+        tab.page.on("console", tab.record)
+        tab.page.on("pageerror", lambda exc: tab.errors.append(str(exc)))
+        yield tab
+    finally:
+        context.close()
+
+
+def sign_in(page: Page, url: str) -> None:
+    """Follow the sign-in link: app -> issuer /authorize (approves at once) -> callback -> ``/``."""
+    response = page.goto(f"{url}/auth/login?next=/")
+    assert response is not None
+    assert response.status == 200
+    assert page.url == f"{url}/"
+
+
+def expires_at(page: Page) -> float:
+    value = page.locator("#exp").get_attribute("data-exp")
+    assert value is not None
+    return float(value)
+
+
+def wait_until_expired(exp: float) -> None:
+    """Sleep until just past ``exp``: a few seconds at most (the token is ``ACCESS_TTL`` s old)."""
+    remaining = exp - time.time()
+    assert remaining <= ACCESS_TTL + 1, f"the token expires in {remaining:.1f} s, not soon"
+    time.sleep(max(0.0, remaining) + 0.5)
+
+
+def assert_signed_in_page(page: Page) -> None:
+    from playwright.sync_api import expect
+
+    expect(page.locator("h1")).to_have_text("Signed in as Ada Lovelace")
+    cells = page.locator("table tr td")
+    assert cells.all_inner_texts() == [
+        "Acme Inc.",
+        "acme",
+        "owner",
+        "Globex Corporation",
+        "globex",
+        "member",
+    ]
+    assert page.locator("ul li").all_inner_texts() == [
+        "website in Acme Inc. (prj_web)",
+        "billing in Globex Corporation (prj_bill)",
+    ]
+
+
+def test_sign_in_shows_the_session_and_a_page_load_after_expiry_refreshes_it(
+    stack: Stack, tab: Tab
+) -> None:
+    from playwright.sync_api import expect
+
+    page = tab.page
+    sign_in(page, stack.url)
+
+    assert_signed_in_page(page)
+    expect(page.locator("#ws-status")).to_have_text("connected")
+    expect(page.locator("#ws-log")).to_contain_text('"id": "ada"')
+    expect(page.locator("#ws-log")).to_contain_text('"name": "Globex Corporation"')
+    first_exp = expires_at(page)
+    assert stack.issuer.stats.refresh_grants == 0
+
+    # Leave for a page without the live panel: on `/` the panel itself would
+    # refresh when its socket closes at expiry, and this test is about the
+    # middleware refreshing on a plain page load.
+    page.goto(f"{stack.url}/account")
+    expect(page.locator("table")).to_contain_text("ada")
+    wait_until_expired(first_exp)
+    assert stack.issuer.stats.refresh_grants == 0
+
+    response = page.goto(f"{stack.url}/")
+
+    assert response is not None
+    assert response.status == 200
+    expect(page.locator("h1")).not_to_have_text("jwtedge")  # "You are not signed in."
+    assert_signed_in_page(page)
+    assert stack.issuer.stats.refresh_grants == 1
+    assert expires_at(page) > first_exp
+    expect(page.locator("#ws-log")).to_contain_text('"id": "ada"')
+    assert tab.errors == []
+
+
+def test_live_panel_refreshes_over_http_and_reconnects_when_its_socket_closes_at_expiry(
+    stack: Stack, tab: Tab
+) -> None:
+    from playwright.sync_api import expect
+
+    page = tab.page
+    sign_in(page, stack.url)
+    expect(page.locator("#ws-log")).to_contain_text('"id": "ada"')
+    first_exp = expires_at(page)
+    assert stack.issuer.stats.refresh_grants == 0
+
+    # CloseAtExpiry closes the socket with 4401 at exp; the page POSTs
+    # /auth/refresh, opens a new socket and shows the session it receives.
+    page.wait_for_function(
+        """(exp) => {
+            try {
+                const shown = JSON.parse(document.getElementById("ws-log").textContent);
+                return shown.session.expires_at > exp;
+            } catch { return false; }
+        }""",
+        arg=first_exp,
+        timeout=(ACCESS_TTL + 10) * 1000,
+    )
+
+    expect(page.locator("#ws-status")).to_have_text("connected")
+    expect(page.locator("#refresh-status")).to_have_text("refreshed")
+    expect(page.locator("#ws-log")).to_contain_text('"id": "ada"')
+    assert stack.issuer.stats.refresh_grants == 1
+    assert tab.errors == []
