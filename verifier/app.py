@@ -135,7 +135,7 @@ _STYLE = (
     "body{font:16px/1.5 system-ui,sans-serif;max-width:50rem;margin:2rem auto;padding:0 1rem;"
     "color:#222}table{border-collapse:collapse}th,td{padding:.25rem .75rem;text-align:left;"
     "border-bottom:1px solid #ddd}code,pre{font:13px ui-monospace,monospace}"
-    "pre{background:#f5f5f5;padding:.75rem;overflow:auto;max-height:20rem}"
+    "pre{background:#f5f5f5;padding:.75rem;overflow:auto;max-height:48rem}"
     "form.inline{display:inline}.muted{color:#666}button{font:inherit}"
 )
 
@@ -604,6 +604,10 @@ def _routes(edge: EdgeState) -> list[BaseRoute]:
             return error_response(exc)
         return JSONResponse(session.to_dict(), headers=_NO_STORE)
 
+    async def favicon(request: Request) -> Response:
+        # Browsers ask on every page load; an empty answer keeps consoles clean.
+        return Response(status_code=204, headers={"Cache-Control": "max-age=86400"})
+
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok", headers=_NO_STORE)
 
@@ -626,6 +630,7 @@ def _routes(edge: EdgeState) -> list[BaseRoute]:
         Route("/auth/refresh", auth_refresh, methods=["POST"]),
         Route(LOGOUT_PATH, edge.login.logout, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/favicon.ico", favicon, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]

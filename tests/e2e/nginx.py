@@ -13,7 +13,8 @@ Rendering substitutes the example's placeholders (``__LISTEN__``, ``__APP__``,
 ``__UPSTREAM__``) and adds only what a throwaway server needs: the pid file,
 the error and access logs and every temp path inside the temporary directory,
 and ``daemon off``. The security-relevant part of the config is tested
-exactly as shipped.
+exactly as shipped. ``JWTEDGE_NGINX_CONF=path/to/your.conf`` runs the same
+tests against another config with the same placeholders.
 """
 
 from __future__ import annotations
@@ -177,14 +178,18 @@ def _stop(process: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
 
 @contextmanager
 def running_nginx(
-    *, app: str, upstream: str, example: Path = EXAMPLE, timeout: float = 10.0
+    *, app: str, upstream: str, example: Path | None = None, timeout: float = 10.0
 ) -> Iterator[NginxServer]:
     """nginx serving the rendered example on a free 127.0.0.1 port.
 
     ``app`` and ``upstream`` are ``host:port`` of the jwtedge app and of the
-    protected upstream. Retries a few times when another process takes the
-    free port between choosing it and nginx binding it.
+    protected upstream. ``example`` defaults to ``$JWTEDGE_NGINX_CONF`` (your
+    own config with the same placeholders: the tests then check it) or the
+    shipped example. Retries a few times when another process takes the free
+    port between choosing it and nginx binding it.
     """
+    if example is None:
+        example = Path(os.environ.get("JWTEDGE_NGINX_CONF") or EXAMPLE)
     binary = nginx_binary()
     with tempfile.TemporaryDirectory(prefix="jwtedge-nginx-") as name:
         directory = Path(name)

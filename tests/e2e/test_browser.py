@@ -1,4 +1,4 @@
-"""The reference app's ``/`` page in a real Chromium (driven by Playwright), signing in at a DevIssuer.
+"""The reference app's ``/`` page in a real Chromium driven by Playwright, signed in at a DevIssuer.
 
 Both servers run in process (:mod:`tests.e2e.servers`) so the issuer can
 mint short-lived access tokens: ``ACCESS_TTL`` seconds, with the app's
@@ -162,7 +162,7 @@ def assert_signed_in_page(page: Page) -> None:
 
 
 def test_sign_in_shows_the_session_and_a_page_load_after_expiry_refreshes_it(
-    stack: Stack, tab: Tab
+    tab: Tab, stack: Stack
 ) -> None:
     from playwright.sync_api import expect
 
@@ -198,7 +198,7 @@ def test_sign_in_shows_the_session_and_a_page_load_after_expiry_refreshes_it(
 
 
 def test_live_panel_refreshes_over_http_and_reconnects_when_its_socket_closes_at_expiry(
-    stack: Stack, tab: Tab
+    tab: Tab, stack: Stack
 ) -> None:
     from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
     from playwright.sync_api import expect

@@ -192,6 +192,12 @@ class FaultServer:
             thread.join(max(0.0, deadline - time.monotonic()))
         self._sock.close()
 
+    def clear(self) -> None:
+        """Forget the requests and streams recorded so far (routes stay)."""
+        with self._lock:
+            self.seen.clear()
+            self.sent.clear()
+
     def route(self, path: str, fault: Fault) -> None:
         """Answer ``path`` with ``fault`` from the next request on."""
         self.routes[path] = fault

@@ -1,0 +1,411 @@
+"""config/nginx.conf.example in front of real servers: nginx, the jwtedge app, an upstream.
+
+A real DevIssuer, the reference app (its bake from that issuer) and a tiny
+upstream that echoes what it received run on uvicorn on 127.0.0.1; a real
+nginx runs the shipped example config in front of the upstream
+(:mod:`tests.e2e.nginx`). Each test goes through nginx as a browser or an API
+client would, and checks what the upstream saw (or that it saw nothing).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx2
+import pytest
+from starlette.types import Receive, Scope, Send
+
+from tests.e2e import serve_app
+from tests.e2e.nginx import NginxServer, running_nginx
+from tests.e2e.servers import app_config, dev_issuer, running_app
+from verifier.app import create_app
+from verifier.cookies import CHUNK_SIZE
+from verifier.testing import DevIssuer
+
+pytestmark = pytest.mark.e2e
+
+TOKEN_COOKIES = ("jwtedge_access", "jwtedge_id", "jwtedge_refresh")
+#: Identity headers a client might send to impersonate someone.
+SPOOFED = {
+    "X-Auth-User": "mallory",
+    "X-Auth-Email": "mallory@evil.example",
+    "X-Auth-Org": "evil",
+    "X-Auth-Orgs": "evil",
+    "X-Auth-Projects": "prj_evil",
+    "X-Auth-Role": "owner",
+    "X-Auth-Request-User": "mallory",
+    "X-User-Id": "mallory",
+    "X-Forwarded-User": "mallory",
+    "Remote-User": "mallory",
+}
+
+
+# -- the upstream -------------------------------------------------------------------------
+
+
+@dataclass
+class Upstream:
+    """An ASGI app that answers every request with what it received, as JSON."""
+
+    seen: list[dict[str, Any]] = field(default_factory=list)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return  # lifespan: nothing to set up
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+        record = {
+            "method": scope["method"],
+            "path": scope["path"],
+            "query": scope["query_string"].decode("latin-1"),
+            "headers": headers,
+            "cookie": "; ".join(v for k, v in headers if k == "cookie"),
+            "body": body.decode("latin-1"),
+        }
+        self.seen.append(record)
+        payload = json.dumps(record).encode()
+        start = {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json")],
+        }
+        await send(start)
+        await send({"type": "http.response.body", "body": payload})
+
+
+def header(record: dict[str, Any], name: str) -> list[str]:
+    """Every value of one header the upstream received (names are lower case there)."""
+    return [value for key, value in record["headers"] if key == name.lower()]
+
+
+# -- the stack ----------------------------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    issuer: DevIssuer
+    app_url: str
+    upstream: Upstream
+    nginx: NginxServer
+
+    @property
+    def url(self) -> str:
+        return self.nginx.url
+
+    def client(self) -> httpx2.Client:
+        """A browser-like client talking to nginx; redirects are followed by hand."""
+        return httpx2.Client(base_url=self.url, follow_redirects=False, timeout=10.0)
+
+    def cookie_header(self, tokens: dict[str, Any], *, before: str = "", after: str = "") -> str:
+        pairs = [f"{name}={tokens[f'{kind}_token']}" for kind, name in zip(KINDS, TOKEN_COOKIES)]
+        return "; ".join(part for part in (before, "; ".join(pairs), after) if part)
+
+
+KINDS = ("access", "id", "refresh")
+
+
+@contextmanager
+def running_stack() -> Iterator[Stack]:
+    with dev_issuer() as issuer:
+        config = app_config(issuer)
+        # Room for the big-token test (the default refuses tokens over 8 KiB).
+        config = config.model_copy(
+            update={"auth": config.auth.model_copy(update={"max_token_bytes": 15200})}
+        )
+        upstream = Upstream()
+        with (
+            running_app(create_app(config)) as app_url,
+            serve_app(upstream) as upstream_url,
+            running_nginx(
+                app=urlsplit(app_url).netloc, upstream=urlsplit(upstream_url).netloc
+            ) as nginx,
+        ):
+            yield Stack(issuer, app_url, upstream, nginx)
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    with running_stack() as stack:
+        yield stack
+
+
+@pytest.fixture
+def upstream(stack: Stack) -> Upstream:
+    stack.upstream.seen.clear()
+    return stack.upstream
+
+
+@pytest.fixture(scope="module")
+def tokens(stack: Stack) -> dict[str, Any]:
+    """A valid token set for Ada (two organizations: owner of acme, member of globex)."""
+    return stack.issuer.login("ada")
+
+
+def upstream_saw(response: httpx2.Response) -> dict[str, Any]:
+    assert response.status_code == 200, response.text
+    record: dict[str, Any] = response.json()
+    return record
+
+
+# -- anonymous ----------------------------------------------------------------------------
+
+
+def test_an_anonymous_page_request_is_redirected_to_the_apps_login_with_its_return_path(
+    stack: Stack, upstream: Upstream
+) -> None:
+    with stack.client() as browser:
+        response = browser.get("/reports/2024?tab=q1")
+
+        assert response.status_code == 302
+        assert response.headers["location"] == "/auth/login?next=/reports/2024?tab=q1"
+        # /auth/ is the jwtedge app on this origin: it starts a sign-in at the issuer.
+        login = browser.get(response.headers["location"])
+        assert login.status_code == 302
+        assert login.headers["location"].startswith(f"{stack.issuer.url}/authorize?")
+        callback = dict(httpx2.URL(login.headers["location"]).params)["redirect_uri"]
+        assert callback == f"{stack.url}/auth/callback"
+    assert upstream.seen == []
+
+
+def test_an_anonymous_api_request_gets_the_401_itself_and_the_verdict_is_not_public(
+    stack: Stack, upstream: Upstream
+) -> None:
+    with stack.client() as client:
+        response = client.get("/api/things")
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"].startswith("Bearer")
+
+        assert client.get("/auth/verify").status_code == 404
+        assert client.get("/_jwtedge/verify").status_code == 404
+    assert upstream.seen == []
+
+
+def test_identity_headers_sent_by_an_anonymous_client_get_it_nowhere(
+    stack: Stack, upstream: Upstream
+) -> None:
+    with stack.client() as client:
+        assert client.get("/", headers=SPOOFED).status_code == 302
+        assert client.get("/api/me", headers=SPOOFED).status_code == 401
+    assert upstream.seen == []
+
+
+# -- signed in ----------------------------------------------------------------------------
+
+
+def test_a_signed_in_request_reaches_the_upstream_with_identity_headers_and_no_token_cookies(
+    stack: Stack, upstream: Upstream, tokens: dict[str, Any]
+) -> None:
+    cookie = stack.cookie_header(tokens, before="theme=dark", after="lang=en")
+    with stack.client() as browser:
+        seen = upstream_saw(browser.get("/projects?page=2", headers={"Cookie": cookie}))
+
+    assert (seen["path"], seen["query"]) == ("/projects", "page=2")
+    assert header(seen, "x-auth-user") == ["ada"]
+    assert header(seen, "x-auth-email") == ["ada@example.com"]
+    assert header(seen, "x-auth-orgs") == ["acme,globex"]
+    assert header(seen, "x-auth-projects") == ["prj_web,prj_bill"]
+    # Two organizations and none chosen: no X-Auth-Org / X-Auth-Role.
+    assert header(seen, "x-auth-org") == header(seen, "x-auth-role") == []
+    assert seen["cookie"] == "theme=dark; lang=en"
+    for token in (tokens["access_token"], tokens["id_token"], tokens["refresh_token"]):
+        assert token not in json.dumps(seen)
+
+
+@pytest.mark.parametrize(
+    ("layout", "kept"),
+    [
+        pytest.param("{tokens}", "", id="only-tokens-no-cookie-header"),
+        pytest.param("{tokens}; a=1", "a=1", id="tokens-first"),
+        pytest.param("a=1;{tokens}", "a=1", id="tokens-last-no-space"),
+        pytest.param(
+            "{access}; a=1; {id}; b=2; {refresh}; c=3; __Host-jwtedge_access=x",
+            "a=1; b=2; c=3",
+            id="four-runs-between-three-cookies",
+        ),
+        pytest.param(
+            "a=1; JWTEDGE_ID.2=x; {tokens}; jwtedge_login_0123abcd=sealed; b=2",
+            "a=1; b=2",
+            id="upper-case-and-login-state",
+        ),
+        pytest.param(
+            "myjwtedge_access=1; jwtedge=2; {tokens}; x_jwtedge_id=3",
+            "myjwtedge_access=1; jwtedge=2; x_jwtedge_id=3",
+            id="look-alike-names-kept",
+        ),
+        pytest.param(
+            "{access}; a=1; {id}; b=2; {refresh}; c=3; jwtedge_id.3=x; d=4; jwtedge_x=y",
+            "",
+            id="five-runs-fail-closed",
+        ),
+    ],
+)
+def test_the_upstream_never_sees_a_jwtedge_cookie(
+    stack: Stack, upstream: Upstream, tokens: dict[str, Any], layout: str, kept: str
+) -> None:
+    access = tokens["access_token"]
+    half = len(access) // 2
+    # Chunked as jwtedge writes long tokens: the app joins name.0 and name.1.
+    parts = {
+        "access": f"jwtedge_access.0={access[:half]}; jwtedge_access.1={access[half:]}",
+        "id": f"__Host-jwtedge_id=x; jwtedge_id={tokens['id_token']}",
+        "refresh": f"jwtedge_refresh={tokens['refresh_token']}",
+    }
+    cookie = layout.format(tokens="; ".join(parts.values()), **parts)
+    with stack.client() as browser:
+        seen = upstream_saw(browser.get("/", headers={"Cookie": cookie}))
+
+    assert header(seen, "x-auth-user") == ["ada"]  # the chunks did authenticate
+    assert seen["cookie"] == kept
+    assert "jwtedge_" not in seen["cookie"].lower().replace("myjwtedge_", "").replace(
+        "x_jwtedge_", ""
+    )
+
+
+def test_identity_headers_sent_by_a_signed_in_client_are_replaced_or_removed(
+    stack: Stack, upstream: Upstream, tokens: dict[str, Any]
+) -> None:
+    headers = [("Cookie", stack.cookie_header(tokens)), *SPOOFED.items()]
+    headers += [("X-Auth-User", "mallory-again"), ("X-Auth-Role", "admin")]  # repeated names
+    with stack.client() as browser:
+        seen = upstream_saw(browser.get("/", headers=headers))
+
+    assert header(seen, "x-auth-user") == ["ada"]
+    assert header(seen, "x-auth-email") == ["ada@example.com"]
+    assert header(seen, "x-auth-orgs") == ["acme,globex"]
+    assert header(seen, "x-auth-projects") == ["prj_web,prj_bill"]
+    for name in ("x-auth-org", "x-auth-role", "x-auth-request-user", "x-user-id"):
+        assert header(seen, name) == [], name
+    assert header(seen, "x-forwarded-user") == header(seen, "remote-user") == []
+    assert "mallory" not in json.dumps(seen)
+
+
+def test_a_role_gated_location_lets_owners_in_and_answers_403_to_everyone_else(
+    stack: Stack, upstream: Upstream, tokens: dict[str, Any]
+) -> None:
+    cookie = {"Cookie": stack.cookie_header(tokens)}
+    with stack.client() as browser:
+        owner = upstream_saw(browser.get("/admin/users", headers={**cookie, "X-Org-Slug": "acme"}))
+        assert header(owner, "x-auth-org") == ["acme"]
+        assert header(owner, "x-auth-role") == ["owner"]
+        upstream.seen.clear()
+
+        # Ada is a member of globex, not an owner; with no organization chosen
+        # the role cannot be judged: 403 as well, and the upstream sees nothing.
+        member = browser.get("/admin/users", headers={**cookie, "X-Org-Slug": "globex"})
+        unchosen = browser.get("/admin/users", headers=cookie)
+        anonymous = browser.get("/admin/users")
+
+    assert member.status_code == 403
+    assert unchosen.status_code == 403
+    assert anonymous.status_code == 302
+    assert upstream.seen == []
+
+
+def test_a_cross_site_post_with_cookies_is_refused_and_a_same_origin_one_goes_through(
+    stack: Stack, upstream: Upstream, tokens: dict[str, Any]
+) -> None:
+    cookie = stack.cookie_header(tokens)
+    with stack.client() as browser:
+        cross = browser.post(
+            "/projects",
+            content=b"name=x",
+            headers={"Cookie": cookie, "Origin": "https://evil.example"},
+        )
+        no_origin = browser.post("/projects", content=b"name=x", headers={"Cookie": cookie})
+        assert upstream.seen == []
+
+        same = browser.post(
+            "/projects", content=b"name=apollo", headers={"Cookie": cookie, "Origin": stack.url}
+        )
+
+    assert cross.status_code == 403
+    assert no_origin.status_code == 403
+    seen = upstream_saw(same)
+    assert (seen["method"], seen["body"]) == (
+        "POST",
+        "name=apollo",
+    )  # the body is not the subrequest's
+    assert header(seen, "x-auth-user") == ["ada"]
+
+
+# -- refresh and sign-in through nginx ------------------------------------------------------
+
+
+def test_an_expired_access_token_is_refreshed_by_one_trip_through_the_login_without_the_issuer(
+    stack: Stack, upstream: Upstream
+) -> None:
+    issuer = stack.issuer
+    issuer.access_ttl = -120  # expired beyond the app's 30 s leeway
+    try:
+        expired = issuer.login("ada")
+    finally:
+        issuer.access_ttl = 300
+    authorize_before, grants_before = issuer.stats.authorize_requests, issuer.stats.refresh_grants
+
+    with stack.client() as browser:
+        for kind, name in zip(KINDS, TOKEN_COOKIES):
+            browser.cookies.set(name, expired[f"{kind}_token"], domain="127.0.0.1", path="/")
+
+        first = browser.get("/inbox?folder=all")
+        assert first.status_code == 302
+        assert first.headers["location"] == "/auth/login?next=/inbox?folder=all"
+        back = browser.get(first.headers["location"])
+        assert back.status_code == 302
+        assert back.headers["location"] == "/inbox?folder=all"  # straight back, not to the issuer
+        assert len(back.headers.get_list("set-cookie")) >= 2
+        seen = upstream_saw(browser.get(back.headers["location"]))
+
+    assert issuer.stats.authorize_requests == authorize_before
+    assert issuer.stats.refresh_grants == grants_before + 1
+    assert header(seen, "x-auth-user") == ["ada"]
+    assert seen["cookie"] == ""
+    assert [record["path"] for record in upstream.seen] == ["/inbox"]
+
+
+def test_a_sign_in_with_chunked_token_cookies_fits_through_nginx(
+    stack: Stack, upstream: Upstream
+) -> None:
+    issuer = stack.issuer
+    orgs = [
+        {
+            "id": f"org_{i:04d}",
+            "slug": f"organization-{i:04d}",
+            "name": f"Organization number {i:04d} with a rather long display name",
+            "role": "member",
+        }
+        for i in range(75)  # a 13.5 KB access token: 4 chunks
+    ]
+    issuer.add_user("grace", email="grace@example.com", organizations=orgs)
+    issuer.default_user = "grace"
+    try:
+        with stack.client() as browser:
+            response = browser.get("/dashboard")
+            for _ in range(3):  # nginx -> /auth/login -> issuer /authorize -> /auth/callback
+                assert response.status_code in (302, 303), response.text
+                response = browser.get(response.headers["location"])
+            # The callback's Set-Cookie lines (the chunks) got through nginx's proxy buffers.
+            assert response.status_code == 303, response.text
+            assert response.headers["location"] == "/dashboard"
+            names = {cookie.name for cookie in browser.cookies.jar}
+            assert {"jwtedge_access.0", "jwtedge_access.3"} <= names, names
+            cookie_bytes = sum(len(c.name) + len(c.value or "") + 2 for c in browser.cookies.jar)
+            assert cookie_bytes > 8192  # one Cookie line beyond nginx's default 8 KB buffer
+
+            seen = upstream_saw(browser.get("/dashboard"))
+    finally:
+        issuer.default_user = "ada"
+
+    assert header(seen, "x-auth-user") == ["grace"]
+    assert len(header(seen, "x-auth-orgs")[0].split(",")) == 75
+    assert seen["cookie"] == ""
+    assert len(issuer.login("grace")["access_token"]) > 3 * CHUNK_SIZE
