@@ -25,7 +25,6 @@ import asyncio
 import base64
 import hashlib
 import logging
-import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -53,7 +52,19 @@ __all__ = [
 logger = logging.getLogger("jwtedge.refresh")
 
 ClientAuth = Literal["client_secret_basic", "client_secret_post", "none"]
-_ERROR_CODE = re.compile(r"[a-z_]{1,64}")
+#: RFC 6749 §5.2 error codes: the only ``error`` values a message may repeat.
+_OAUTH_ERRORS = frozenset(
+    {
+        "invalid_request",
+        "invalid_client",
+        "invalid_grant",
+        "unauthorized_client",
+        "unsupported_grant_type",
+        "invalid_scope",
+        "server_error",
+        "temporarily_unavailable",
+    }
+)
 #: How many spent refresh-token hashes are remembered (to never replay them).
 SPENT_MEMORY = 100_000
 
@@ -291,7 +302,7 @@ class InProcessRefresher:
         if response.status_code != 200 or not isinstance(body, dict):
             self.stats.failed += 1
             error = body.get("error") if isinstance(body, dict) else None
-            if not (isinstance(error, str) and _ERROR_CODE.fullmatch(error)):
+            if not isinstance(error, str) or error not in _OAUTH_ERRORS:
                 error = None  # only a well-formed OAuth error code reaches a message
             reason = "invalid_grant" if error == "invalid_grant" else "issuer_error"
             raise RefreshFailed(

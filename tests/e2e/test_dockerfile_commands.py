@@ -89,7 +89,8 @@ def exec_form(keyword: str) -> list[str]:
     if keyword == "HEALTHCHECK":
         args = args[args.index(" CMD ") + len(" CMD ") :]
     value = json.loads(args)
-    assert isinstance(value, list) and all(isinstance(item, str) for item in value)
+    assert isinstance(value, list)
+    assert all(isinstance(item, str) for item in value)
     return value
 
 

@@ -29,7 +29,8 @@ from verifier.testing import DevIssuer
 
 pytestmark = pytest.mark.e2e
 
-TOKEN_COOKIES = ("jwtedge_access", "jwtedge_id", "jwtedge_refresh")
+#: The token cookies' names on plain http to 127.0.0.1 (no __Host- prefix), by token kind.
+PLAIN = {"access": "jwtedge_access", "id": "jwtedge_id", "refresh": "jwtedge_refresh"}
 #: Identity headers a client might send to impersonate someone.
 SPOOFED = {
     "X-Auth-User": "mallory",
@@ -107,11 +108,8 @@ class Stack:
         return httpx2.Client(base_url=self.url, follow_redirects=False, timeout=10.0)
 
     def cookie_header(self, tokens: dict[str, Any], *, before: str = "", after: str = "") -> str:
-        pairs = [f"{name}={tokens[f'{kind}_token']}" for kind, name in zip(KINDS, TOKEN_COOKIES)]
+        pairs = [f"{name}={tokens[f'{kind}_token']}" for kind, name in PLAIN.items()]
         return "; ".join(part for part in (before, "; ".join(pairs), after) if part)
-
-
-KINDS = ("access", "id", "refresh")
 
 
 @contextmanager
@@ -353,7 +351,7 @@ def test_an_expired_access_token_is_refreshed_by_one_trip_through_the_login_with
     authorize_before, grants_before = issuer.stats.authorize_requests, issuer.stats.refresh_grants
 
     with stack.client() as browser:
-        for kind, name in zip(KINDS, TOKEN_COOKIES):
+        for kind, name in PLAIN.items():
             browser.cookies.set(name, expired[f"{kind}_token"], domain="127.0.0.1", path="/")
 
         first = browser.get("/inbox?folder=all")
@@ -409,3 +407,68 @@ def test_a_sign_in_with_chunked_token_cookies_fits_through_nginx(
     assert len(header(seen, "x-auth-orgs")[0].split(",")) == 75
     assert seen["cookie"] == ""
     assert len(issuer.login("grace")["access_token"]) > 3 * CHUNK_SIZE
+
+
+def test_an_unverified_email_never_reaches_the_upstream_not_even_the_clients_own(
+    stack: Stack, upstream: Upstream
+) -> None:
+    stack.issuer.add_user("eve", email="eve@example.com", email_verified=False)
+    tokens = stack.issuer.login("eve")
+    headers = {"Cookie": stack.cookie_header(tokens), "X-Auth-Email": "ceo@example.com"}
+    with stack.client() as browser:
+        seen = upstream_saw(browser.get("/", headers=headers))
+
+    assert header(seen, "x-auth-user") == ["eve"]
+    assert header(seen, "x-auth-email") == []
+
+
+# -- Traefik's forwardAuth request, straight to the app ----------------------------------------
+
+
+def traefik_request(
+    stack: Stack, tokens: dict[str, Any], *, method: str, origin: str
+) -> dict[str, str]:
+    """The headers Traefik's forwardAuth sends: Host is jwtedge's own address, the
+    browser's host travels in X-Forwarded-Host (traefik pkg/middlewares/auth/forward.go)."""
+    return {
+        "Cookie": stack.cookie_header(tokens),
+        "Origin": origin,
+        "X-Forwarded-Method": method,
+        "X-Forwarded-Proto": "http",
+        "X-Forwarded-Host": urlsplit(stack.url).netloc,
+        "X-Forwarded-Uri": "/projects",
+    }
+
+
+def test_a_traefik_style_forward_auth_request_gets_the_verdict_and_the_csrf_rule(
+    stack: Stack, tokens: dict[str, Any]
+) -> None:
+    with httpx2.Client(base_url=stack.app_url, timeout=10.0) as client:
+        get = client.get(
+            "/auth/verify", headers=traefik_request(stack, tokens, method="GET", origin=stack.url)
+        )
+        cross = client.get(
+            "/auth/verify",
+            headers=traefik_request(stack, tokens, method="POST", origin="https://evil.example"),
+        )
+
+    assert get.status_code == 200
+    assert get.headers["x-auth-user"] == "ada"
+    assert cross.status_code == 403
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="verifier/app.py _own_origin/_same_origin compare Origin with the forward-auth "
+    "request's Host, which under Traefik is jwtedge's own address; X-Forwarded-Host (the "
+    "browser's host) is ignored, so every same-origin cookie POST through Traefik gets 403",
+)
+def test_a_same_origin_post_through_traefik_is_not_refused_as_cross_site(
+    stack: Stack, tokens: dict[str, Any]
+) -> None:
+    with httpx2.Client(base_url=stack.app_url, timeout=10.0) as client:
+        same = client.get(
+            "/auth/verify", headers=traefik_request(stack, tokens, method="POST", origin=stack.url)
+        )
+
+    assert same.status_code == 200, same.text

@@ -21,7 +21,6 @@ spent-token memory never carry over between examples.
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -215,28 +214,6 @@ def secrets_in(body: Any, sent: str) -> list[str]:
     return found
 
 
-def known_error_echo_bug(body: Any, secrets: list[str]) -> bool:
-    """The one known failure of the property above, so the rest stays checked.
-
-    verifier/refresh.py:293-299 puts the response's ``error`` member in the
-    RefreshFailed message whenever it looks like an OAuth error code
-    (``[a-z_]{1,64}``), so an opaque refresh token of lower-case letters and
-    underscores that the issuer echoes there still reaches the message and
-    the logs. Pinned by
-    ``test_refresh_failure_message_never_echoes_a_lowercase_refresh_token``;
-    delete this carve-out together with that test's xfail marker.
-    """
-    error = body.get("error") if isinstance(body, dict) else None
-    if (
-        isinstance(error, str)
-        and re.fullmatch(r"[a-z_]{1,64}", error)
-        and any(len(secret) >= 16 and secret in error for secret in secrets)
-    ):
-        event("known bug: lower-case token echoed from the error member")
-        return True
-    return False
-
-
 @settings(max_examples=examples(500))
 @given(data=st.data())
 async def test_refresh_returns_new_tokens_only_for_a_genuine_access_token_of_the_same_user(
@@ -260,8 +237,6 @@ async def test_refresh_returns_new_tokens_only_for_a_genuine_access_token_of_the
         refused = None
     if refused is not None:
         secrets = secrets_in(body, sent)
-        if known_error_echo_bug(body, secrets):
-            secrets = []
         assert_documented(refused, *secrets)
         assert not expected, f"a good token response was refused: {refused.message}"
         return
@@ -294,15 +269,6 @@ async def test_refresh_failure_message_never_echoes_a_token_from_the_error_membe
     assert token not in repr(info.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "bug: InProcessRefresher echoes any `error` member matching [a-z_]{1,64} "
-        "(verifier/refresh.py:293-299), so an opaque lower-case refresh token the "
-        "issuer echoes there reaches RefreshFailed messages and logs"
-    ),
-)
 async def test_refresh_failure_message_never_echoes_a_lowercase_refresh_token(
     endpoint: Endpoint,
 ) -> None:

@@ -76,7 +76,7 @@ __all__ = ["LONG", "SHORT", "Profile", "failures", "format_table", "profile_from
 
 ACCESS, ID, REFRESH = "jwtedge_access", "jwtedge_id", "jwtedge_refresh"
 #: Down states of the flapping phase, in order (see the module doc).
-DOWN_MODES = ("slow", "500", "timeout")
+DOWN_MODES = ("slow", "timeout", "500")
 #: File descriptors a run may leave open after its servers stopped.
 FD_TOLERANCE = 8
 #: Growth of VmRSS over the load the checks accept.
@@ -110,6 +110,8 @@ class Profile:
     flap_down: float = 1.0
     #: How long ``timeout`` and ``slow`` hold a /token answer (past ``refresh_timeout``).
     fail_delay: float = 3.0
+    #: The issuer's reuse interval (Auth0's, Okta's grace): 0 revokes on any replay.
+    reuse_grace: float = 0.0
     seed: int = 1
     #: Client operations at most (a count bound beside the time bound); 0: 2000 per second.
     max_operations: int = 0
@@ -121,8 +123,8 @@ class Profile:
         return self.max_operations or int(self.duration * 2000) + 1000
 
 
-#: The CI profile: about 10 s of load.
-SHORT = Profile(duration=10.0, concurrency=100, flap_up=1.0, flap_down=0.6)
+#: The CI profile: 12 s of load (6 s steady, 6 s flapping).
+SHORT = Profile(duration=12.0, concurrency=100, flap_up=1.0, flap_down=0.6)
 #: ``JWTEDGE_SOAK=long``: a minute at 200 connections.
 LONG = Profile(duration=60.0, concurrency=200)
 
@@ -397,7 +399,6 @@ class Load:
         self.flaps: Counter[str] = Counter()
         self.start = self.boundary = self.deadline = 0.0
         self.boundary_stats: dict[str, int] = {}
-        self.flap_state = "up"
         self.client: httpx2.AsyncClient | None = None
         self._bad_tokens: dict[str, list[str]] = {}
 
@@ -466,8 +467,8 @@ class Load:
             "expired": [issuer.access_token("soak-000", iat=now - 600, ttl=60) for _ in range(4)],
         }
 
-    def phase(self, moment: float | None = None) -> str:
-        return "steady" if (moment or time.monotonic()) < self.boundary else "flapping"
+    def phase(self) -> str:
+        return "steady" if time.monotonic() < self.boundary else "flapping"
 
     # -- one HTTP request / one upgrade ------------------------------------------
 
@@ -712,7 +713,6 @@ class Load:
         issuer.token_delay = self.profile.fail_delay if state == "slow" else 0
         issuer.fail_delay = self.profile.fail_delay
         issuer.fail_mode = state if state in ("500", "timeout") else None
-        self.flap_state = state
 
     def flap(self, stop: threading.Event) -> None:
         """From the boundary on: up for flap_up, down for flap_down (DOWN_MODES in turn).
@@ -729,12 +729,15 @@ class Load:
         cycles = int(profile.duration / (profile.flap_up + profile.flap_down)) + 2
         try:
             for _ in range(cycles):
-                if stop.wait(profile.flap_up) or time.monotonic() >= self.deadline:
+                # The run ends up for at least flap_up: replays after a loss show.
+                if stop.wait(profile.flap_up) or (
+                    self.deadline - time.monotonic() < profile.flap_down + profile.flap_up
+                ):
                     break
                 mode = next(modes)
                 self.set_issuer(mode)
                 self.flaps[mode] += 1
-                if stop.wait(min(profile.flap_down, max(0.0, self.deadline - time.monotonic()))):
+                if stop.wait(profile.flap_down):
                     break
                 self.set_issuer("up")
         finally:
@@ -790,15 +793,22 @@ class Load:
     async def idle_snapshot(
         self, probe: ServerProbe, baseline: dict[str, Any] | None
     ) -> dict[str, Any]:
-        """Server tasks, fds and memory once the server has wound down (bounded wait)."""
-        tasks = probe.task_count()
-        if baseline is not None:
-            deadline = time.monotonic() + self.profile.settle
-            while tasks > baseline["server_tasks"] and time.monotonic() < deadline:
-                await asyncio.sleep(0.1)
-                tasks = probe.task_count()
+        """Server tasks, fds and memory once the server has wound down (bounded wait).
+
+        Before the load: until the task count holds for three readings. After:
+        until it is back to the baseline, or ``settle`` seconds have passed.
+        """
+        readings = [probe.task_count()]
+        deadline = time.monotonic() + self.profile.settle
+        while time.monotonic() < deadline:
+            if baseline is None and readings[-3:] == [readings[-1]] * 3:
+                break
+            if baseline is not None and readings[-1] <= baseline["server_tasks"]:
+                break
+            await asyncio.sleep(0.1)
+            readings.append(probe.task_count())
         return {
-            "server_tasks": tasks,
+            "server_tasks": readings[-1],
             "fds": open_fds(),
             "threads": threading.active_count(),
             **memory_mb(),
@@ -844,13 +854,13 @@ def _refresh_accounting(load: Load, issuer_end: dict[str, int]) -> dict[str, Any
     at_boundary = load.boundary_stats or issuer_end
     steady_grants = sum(grants_by_family.values())
 
-    timed_out: set[str] = set()
-    replays = 0
+    timed_out: set[str | None] = set()
+    replays: Counter[str] = Counter()
     for call in sorted(flapping, key=lambda c: c.started):
         if call.old in timed_out:
-            replays += 1
+            replays[call.outcome] += 1
         if call.outcome == "cancelled" or call.outcome.startswith("error"):
-            timed_out.add(call.old or "")
+            timed_out.add(call.old)
     flap_grants = sum(1 for c in flapping if c.outcome == "200")
     issuer_flap_grants = issuer_end["refresh_grants"] - at_boundary["refresh_grants"]
     return {
@@ -878,7 +888,10 @@ def _refresh_accounting(load: Load, issuer_end: dict[str, int]) -> dict[str, Any
             "grants_received": flap_grants,
             "issuer_grants": issuer_flap_grants,
             "lost_grants": max(0, issuer_flap_grants - flap_grants),
-            "replays_after_timeout": replays,
+            # A token presented again after the app gave up on its call: harmless when
+            # the issuer had not rotated it ("timeout", "500"), a reuse when it had ("slow").
+            "replays_after_timeout": sum(replays.values()),
+            "replays_refused_as_reuse": replays["400:invalid_grant"],
             "reuse_detected": issuer_end["reuse_detected"] - at_boundary["reuse_detected"],
             "revoked_families": issuer_end["revoked_families"] - at_boundary["revoked_families"],
             "relogins": load.relogins["flapping"],
@@ -914,6 +927,7 @@ def run_soak(profile: Profile | None = None) -> dict[str, Any]:
     threads_before = threading.active_count()
     with DevIssuer.serve(port=0) as issuer:
         issuer.access_ttl = profile.access_ttl
+        issuer.reuse_grace = profile.reuse_grace
         config = _config(issuer, profile)
         ledger = Ledger()
         app = create_app(config, issuer_transport=CountingTransport(ledger))
@@ -1044,6 +1058,13 @@ def failures(summary: dict[str, Any]) -> list[str]:
         ),
         (steady["grants"] > 0, "no refresh happened while up"),
         (
+            # A steady phase as long as a token's life leaves no family unrefreshed.
+            steady["grants_per_busy_family"]["min"] >= 1
+            or summary["profile"]["duration"] * summary["profile"]["steady_fraction"]
+            < summary["profile"]["access_ttl"],
+            f"a family was never refreshed while up: {steady['grants_per_busy_family']}",
+        ),
+        (
             abs(steady["issuer_grants"] - steady["grants"]) <= steady["calls_spanning_boundary"],
             f"issuer counted {steady['issuer_grants']} grants, the wire {steady['grants']}",
         ),
@@ -1076,112 +1097,63 @@ def failures(summary: dict[str, Any]) -> list[str]:
     return found
 
 
+def _pairs(mapping: dict[str, Any], sep: str = ": ") -> str:
+    return ", ".join(f"{key}{sep}{value}" for key, value in mapping.items()) or "none"
+
+
 def format_table(summary: dict[str, Any]) -> str:
     """The summary as a two-column Markdown table."""
-    p, r = summary["profile"], summary["requests"]
+    p, r, logs = summary["profile"], summary["requests"], summary["logs"]
     steady, flap = summary["refresh"]["steady"], summary["refresh"]["flapping"]
-    res, ws, ref = summary["resources"], summary["websocket"], summary["refresher"]
+    res, ref = summary["resources"], summary["refresher"]
     busy, idle = steady["grants_per_busy_family"], steady["grants_per_idle_family"]
-    lat = r["latency_ms"]
-    rows = [
-        (
-            "duration / concurrency",
-            f"{p['duration']:g} s ({summary['wall_seconds']} s wall), "
-            f"{p['concurrency']} connections, {p['users']} token families "
-            f"({p['idle_users']} visited only once expired)",
-        ),
-        (
-            "requests",
-            f"{r['total']} ({r['http']} HTTP, {r['websocket']} WebSocket upgrades), "
-            f"{r['per_second']}/s",
-        ),
-        ("status counts", ", ".join(f"{k}: {v}" for k, v in r["by_status"].items())),
-        ("5xx", str(r["5xx"])),
-        ("latency (HTTP)", ", ".join(f"{k} {v} ms" for k, v in lat.items())),
-        (
-            "unexpected / client errors",
-            f"{sum(r['unexpected'].values())} / {sum(r['client_errors'].values())}",
-        ),
-        ("WebSocket", ", ".join(f"{k}: {v}" for k, v in sorted(ws.items()))),
-        (
-            "valid sessions denied",
-            ", ".join(f"{k}: {v}" for k, v in r["valid_denied"].items()) or "0",
-        ),
-        (
-            "refresh while up",
-            f"{steady['issuer_calls']} issuer calls, {steady['grants']} grants, "
-            f"{steady['calls_per_rotation']} calls per rotation, "
-            f"{steady['duplicate_calls']} duplicate, {steady['undelivered_grants']} undelivered",
-        ),
-        (
-            "refresh calls per family (up)",
-            f"busy families min/median/max "
-            f"{busy['min']}/{busy['median']}/{busy['max']}, idle {idle['min']}/{idle['median']}/"
-            f"{idle['max']}; {steady['families_refreshed']}/{steady['families']} families "
-            "refreshed; closest two refreshes of one family "
-            f"{steady['min_seconds_between_refreshes']} s apart",
-        ),
-        (
-            "single flight (app)",
-            f"{ref.get('calls', 0)} issuer calls, {ref.get('joined', 0)} "
-            f"requests joined a flight, {ref.get('grace_reused', 0)} reused a result in the grace, "
-            f"{ref.get('reuse_refused', 0)} refused a spent token",
-        ),
-        (
-            "issuer while up",
-            f"reuse_detected {steady['reuse_detected']}, "
-            f"revoked_families {steady['revoked_families']}, grants {steady['issuer_grants']}",
-        ),
-        ("expired tokens refreshed", str(r["expired_refreshed"])),
-        (
-            "flapping",
-            ", ".join(f"{k} x{v}" for k, v in flap["flaps"].items()) + "; "
-            f"{flap['issuer_calls']} issuer calls: "
-            + ", ".join(f"{k}: {v}" for k, v in sorted(flap["outcomes"].items())),
-        ),
-        (
-            "during flaps (reported)",
-            f"lost grants {flap['lost_grants']}, replays after a timed-out "
-            f"call {flap['replays_after_timeout']}, reuse_detected {flap['reuse_detected']}, "
-            f"revoked_families {flap['revoked_families']}, re-logins {flap['relogins']}",
-        ),
-        (
-            "RSS",
-            f"{res['rss_mb']['before_load']} -> {res['rss_mb']['after_load']} MiB "
-            f"(growth {res['rss_mb']['growth']:+} MiB, peak {res['rss_mb']['peak']} MiB)",
-        ),
-        (
-            "file descriptors",
-            f"before start {res['fds']['before_start']}, idle before load "
-            f"{res['fds']['idle_before_load']}, idle after load {res['fds']['idle_after_load']}, "
-            f"after stop {res['fds']['after_stop']}",
-        ),
-        (
-            "server asyncio tasks",
-            f"{res['server_tasks']['before_load']} before, "
-            f"{res['server_tasks']['after_load']} after",
-        ),
-        (
-            "threads",
-            f"{res['threads']['before_start']} before start, "
-            f"{res['threads']['after_stop']} after stop",
-        ),
-        (
-            "server log",
-            f"{summary['logs']['server_errors']} ERROR, "
-            f"{summary['logs']['server_warnings']} WARNING; upstream, not counted: "
-            + (
-                ", ".join(f"{k} x{v}" for k, v in summary["logs"]["known_upstream"].items())
-                or "none"
-            ),
-        ),
-        (
-            "verdict",
-            "PASS" if not summary["failures"] else "FAIL: " + "; ".join(summary["failures"]),
-        ),
-    ]
+    fds, rss, tasks = res["fds"], res["rss_mb"], res["server_tasks"]
+    rows = {
+        "duration, concurrency": f"{p['duration']:g} s ({summary['wall_seconds']} s wall), "
+        f"{p['concurrency']} connections, {p['users']} token families "
+        f"({p['idle_users']} visited only once expired)",
+        "requests": f"{r['total']} ({r['http']} HTTP, {r['websocket']} WebSocket upgrades), "
+        f"{r['per_second']}/s",
+        "status counts": _pairs(r["by_status"]),
+        "5xx": r["5xx"],
+        "latency (HTTP)": _pairs(r["latency_ms"], " ") + " ms",
+        "unexpected answers, client errors": f"{sum(r['unexpected'].values())}, "
+        f"{sum(r['client_errors'].values())}",
+        "WebSocket": _pairs(dict(sorted(summary["websocket"].items()))),
+        "valid sessions denied": _pairs(r["valid_denied"]),
+        "expired access tokens refreshed": r["expired_refreshed"],
+        "refresh while up": f"{steady['issuer_calls']} issuer calls, {steady['grants']} grants: "
+        f"{steady['calls_per_rotation']} call per rotation, {steady['duplicate_calls']} "
+        f"duplicate, {steady['undelivered_grants']} undelivered",
+        "refresh calls per family while up": f"busy {busy['min']}/{busy['median']}/{busy['max']}"
+        f", idle {idle['min']}/{idle['median']}/{idle['max']} (min/median/max); "
+        f"{steady['families_refreshed']}/{steady['families']} families; closest two "
+        f"refreshes of a family {steady['min_seconds_between_refreshes']} s apart",
+        "issuer while up": f"reuse_detected {steady['reuse_detected']}, revoked_families "
+        f"{steady['revoked_families']}, grants {steady['issuer_grants']}",
+        "single flight (whole run)": f"{ref.get('calls', 0)} issuer calls, "
+        f"{ref.get('joined', 0)} joined a flight, {ref.get('grace_reused', 0)} reused a "
+        f"result in the grace, {ref.get('reuse_refused', 0)} refused a spent token",
+        "flapping": f"{_pairs(flap['flaps'], ' x')}; {flap['issuer_calls']} issuer calls: "
+        + _pairs(dict(sorted(flap["outcomes"].items()))),
+        "during flaps (reported)": f"lost grants {flap['lost_grants']}, replays after a "
+        f"timed-out call {flap['replays_after_timeout']} ({flap['replays_refused_as_reuse']} "
+        f"refused as reuse), reuse_detected {flap['reuse_detected']}, revoked_families "
+        f"{flap['revoked_families']}, re-logins {flap['relogins']}",
+        "RSS": f"{rss['before_load']} -> {rss['after_load']} MiB (growth {rss['growth']:+} "
+        f"MiB, peak {rss['peak']} MiB)",
+        "file descriptors": f"before start {fds['before_start']}, idle before load "
+        f"{fds['idle_before_load']}, idle after load {fds['idle_after_load']}, after stop "
+        f"{fds['after_stop']}",
+        "server asyncio tasks": f"{tasks['before_load']} before, {tasks['after_load']} after",
+        "threads": f"{res['threads']['before_start']} before start, "
+        f"{res['threads']['after_stop']} after stop",
+        "server log": f"{logs['server_errors']} ERROR, {logs['server_warnings']} WARNING; "
+        f"upstream, not counted: {_pairs(logs['known_upstream'], ' x')}",
+        "verdict": "; ".join(summary["failures"]) or "PASS",
+    }
     lines = ["| metric | value |", "|---|---|"]
-    lines += [f"| {name} | {value} |" for name, value in rows]
+    lines += [f"| {name} | {value} |" for name, value in rows.items()]
     return "\n".join(lines)
 
 
@@ -1195,6 +1167,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=default.users, help="token families")
     parser.add_argument("--steady-fraction", type=float, default=default.steady_fraction)
     parser.add_argument("--seed", type=int, default=default.seed)
+    parser.add_argument(
+        "--reuse-grace",
+        type=float,
+        default=default.reuse_grace,
+        help="the issuer's reuse interval in seconds (0: a replayed refresh token revokes)",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the summary as JSON")
     args = parser.parse_args(argv)
     short_flaps = args.duration < 30
@@ -1205,6 +1183,7 @@ def main(argv: list[str] | None = None) -> int:
         idle_users=max(1, args.users // 5),
         steady_fraction=args.steady_fraction,
         seed=args.seed,
+        reuse_grace=args.reuse_grace,
         flap_up=SHORT.flap_up if short_flaps else default.flap_up,
         flap_down=SHORT.flap_down if short_flaps else default.flap_down,
     )
