@@ -24,12 +24,15 @@ RUN test -n "${ISSUER}" || { echo "build with --build-arg ISSUER=https://your-is
     && /opt/jwtedge/bin/jwtedge bake --issuer "${ISSUER}" --env-file /opt/jwtedge/app.env
 
 FROM python:${PYTHON_VERSION}-slim AS runtime
+# The issuer the keys were baked from is the one the app trusts.
+ARG ISSUER
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin app
 COPY --from=build /opt/jwtedge /opt/jwtedge
 # The bake writes the env file with mode 0600: hand it to the user that reads it.
 COPY --from=build --chown=10001:10001 /opt/jwtedge/app.env /etc/jwtedge/app.env
 ENV PATH=/opt/jwtedge/bin:${PATH} \
+    APP_CONFIG_AUTH__ISSUER=${ISSUER} \
     APP_CONFIG_ENV_FILE=/etc/jwtedge/app.env \
     PYTHONUNBUFFERED=1
 USER 10001:10001

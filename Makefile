@@ -7,7 +7,7 @@ STAMP   = $(VENV)/.installed
 .PHONY: test demo lint typecheck check clean system-deps
 
 # Debian packages the end-to-end tests start for real on 127.0.0.1.
-SYSTEM_DEPS = redis-server chromium
+SYSTEM_DEPS = redis-server chromium nginx
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

@@ -326,8 +326,12 @@ def _header_value(value: str) -> str:
 
 
 def _own_origin(request: Request) -> str:
-    scheme = request.url.scheme
-    host = request_host(request.scope)
+    """The origin the browser used. On this endpoint the request comes from the
+    proxy: Traefik names the browser's host in X-Forwarded-Host (and scheme in
+    X-Forwarded-Proto), and it sets them itself from what the browser sent, so a
+    browser cannot forge them; nginx passes the browser's Host instead."""
+    scheme = request.headers.get("x-forwarded-proto", request.url.scheme).lower()
+    host = request.headers.get("x-forwarded-host", "").lower() or request_host(request.scope)
     default = {"http": ":80", "https": ":443"}.get(scheme, "")
     if default and host.endswith(default):
         host = host[: -len(default)]

@@ -240,9 +240,6 @@ def test_the_baked_env_file_serves_tokens_behind_a_tls_proxy_and_a_dead_issuer_f
     names = {line.split("=", 1)[0] for line in baked.read_text().splitlines()}
     assert {"APP_CONFIG_AUTH__JWKS", "APP_CONFIG_AUTH__JWKS_META"} <= names
     env = runtime_env(baked, issuer=issuer.url)
-    # Workaround for the bug pinned by the xfail test below: the runtime stage
-    # gives jwtedge no issuer, so `docker run` must pass it too.
-    env.setdefault("APP_CONFIG_AUTH__ISSUER", issuer.url)
     before = (issuer.stats.jwks_requests, issuer.stats.discovery_requests)
 
     with serving(env, tmp_path) as base, httpx2.Client(base_url=base, timeout=10.0) as client:
@@ -283,12 +280,6 @@ def test_the_baked_env_file_serves_tokens_behind_a_tls_proxy_and_a_dead_issuer_f
     assert stat.S_IMODE(baked.stat().st_mode) == 0o600
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Dockerfile: the runtime stage never sets APP_CONFIG_AUTH__ISSUER and the bake "
-    "writes only JWKS and JWKS_META, so the documented `docker run -e AUDIENCE -e CLIENT_ID "
-    "-e STATE_KEY` exits 2 (APP_CONFIG_AUTH__ISSUER: Field required)",
-)
 def test_the_image_starts_with_only_the_settings_its_docker_run_example_passes(
     issuer: DevIssuer, baked: Path, tmp_path: Path
 ) -> None:

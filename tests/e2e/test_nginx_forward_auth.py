@@ -457,12 +457,6 @@ def test_a_traefik_style_forward_auth_request_gets_the_verdict_and_the_csrf_rule
     assert cross.status_code == 403
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="verifier/app.py _own_origin/_same_origin compare Origin with the forward-auth "
-    "request's Host, which under Traefik is jwtedge's own address; X-Forwarded-Host (the "
-    "browser's host) is ignored, so every same-origin cookie POST through Traefik gets 403",
-)
 def test_a_same_origin_post_through_traefik_is_not_refused_as_cross_site(
     stack: Stack, tokens: dict[str, Any]
 ) -> None:

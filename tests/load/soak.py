@@ -22,7 +22,7 @@ is up; every refresh must be exactly one issuer call per rotation, and the
 issuer must see no reuse and revoke no family. **Flapping**: the issuer cycles
 up (``flap_up`` s) and down (``flap_down`` s), down being in turn ``slow`` (the
 issuer rotates, then answers after the app's ``refresh.timeout``: the answer is
-lost and the app's retry replays a spent token), ``500`` and ``timeout``
+lost and the app's retry replays a spent token), ``timeout`` and ``500``
 (``fail_mode``; it never rotates). Reuse and revoked families there are what
 DESIGN's Refresh section predicts: they are reported, not asserted.
 
@@ -65,6 +65,7 @@ import httpx2
 from starlette.types import ASGIApp, Receive, Scope, Send
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.typing import Origin
 
 from tests.e2e.servers import app_config, running_app
 from verifier.app import create_app
@@ -516,7 +517,7 @@ class Load:
         try:
             async with connect(
                 self.ws_url + query,
-                origin=origin,  # type: ignore[arg-type]
+                origin=Origin(origin) if origin else None,
                 additional_headers=headers,
                 proxy=None,
                 open_timeout=10,
@@ -892,6 +893,7 @@ def _refresh_accounting(load: Load, issuer_end: dict[str, int]) -> dict[str, Any
             # the issuer had not rotated it ("timeout", "500"), a reuse when it had ("slow").
             "replays_after_timeout": sum(replays.values()),
             "replays_refused_as_reuse": replays["400:invalid_grant"],
+            "replays_by_outcome": dict(replays),
             "reuse_detected": issuer_end["reuse_detected"] - at_boundary["reuse_detected"],
             "revoked_families": issuer_end["revoked_families"] - at_boundary["revoked_families"],
             "relogins": load.relogins["flapping"],

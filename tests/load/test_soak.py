@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
+from websockets.typing import Origin
 
 from tests.e2e.servers import app_config, dev_issuer, running_app
 from tests.load.soak import (
@@ -162,7 +163,7 @@ def test_refused_websocket_upgrade_logs_no_server_error() -> None:
                 with pytest.raises(InvalidStatus) as refused:
                     connect(
                         ws_url,
-                        origin=url,  # type: ignore[arg-type]
+                        origin=Origin(url),
                         additional_headers={"Cookie": "jwtedge_access=garbage"},
                         proxy=None,
                         open_timeout=10,
