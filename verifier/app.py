@@ -616,6 +616,7 @@ def _routes(edge: EdgeState) -> list[BaseRoute]:
         return PlainTextResponse("ok", headers=_NO_STORE)
 
     async def readyz(request: Request) -> Response:
+        await edge.remote.revalidate()
         ready, body = _readiness(edge)
         return JSONResponse(body, status_code=200 if ready else 503, headers=_NO_STORE)
 

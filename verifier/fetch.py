@@ -441,6 +441,12 @@ class Fetcher:
                 await response.aclose()
         raise _fail(url, f"more than {MAX_REDIRECTS} redirects")
 
+    def _timed_out(self, budget: float) -> str:
+        # Name the setting that ran out, not the sliver of time that was left.
+        if budget < self.timeout:
+            return f"timed out (the {self.deadline:g} s deadline ran out)"
+        return f"timed out after the {self.timeout:g} s timeout"
+
     async def _send(self, url: httpx2.URL, budget: float, until: float) -> httpx2.Response:
         self.stats.requests += 1
         request = self._client.build_request("GET", url, timeout=budget)
@@ -448,7 +454,7 @@ class Fetcher:
             async with asyncio.timeout_at(until):
                 return await self._client.send(request, stream=True)
         except (TimeoutError, httpx2.TimeoutException) as exc:
-            raise _Retryable(f"timed out after {budget:g} s") from exc
+            raise _Retryable(self._timed_out(budget)) from exc
         except httpx2.ConnectError as exc:
             raise _Retryable(_connect_cause(exc)) from exc
         except (httpx2.NetworkError, httpx2.RemoteProtocolError) as exc:
@@ -514,7 +520,7 @@ class Fetcher:
                         raise _fail(url, limit)
                     chunks.append(chunk)
         except (TimeoutError, httpx2.TimeoutException) as exc:
-            raise _Retryable(f"timed out after {budget:g} s reading the body") from exc
+            raise _Retryable(self._timed_out(budget) + " reading the body") from exc
         except (httpx2.NetworkError, httpx2.RemoteProtocolError) as exc:
             detail = _one_line(str(exc)) or type(exc).__name__
             raise _Retryable(f"connection failed reading the body ({detail})") from exc

@@ -59,6 +59,7 @@ from .config import AppConfig
 from .cookies import CookieJar, TokenSet, parse_cookie_header, request_is_secure
 from .errors import ConfigInvalid, VerifierError
 from .middleware import get_session
+from .oauth import TokenEndpointUnavailable, oauth_error, post_form
 from .remote import RemoteKeys
 from .tokens import TokenVerifier, unverified_header
 
@@ -526,25 +527,21 @@ class LoginFlow:
         }
         headers = self._client_auth(form)
         try:
-            response = await self._client.post(endpoint, data=form, headers=headers)
-        except httpx2.HTTPError as exc:
+            status, body = await post_form(
+                self._client, endpoint, form, headers, timeout=self._timeout
+            )
+        except TokenEndpointUnavailable as exc:
             raise LoginError(
                 "token_exchange_failed",
-                f"the token endpoint could not be reached ({type(exc).__name__})",
+                f"the token endpoint could not be reached ({exc.cause})",
                 status=502,
             ) from None
-        try:
-            body = orjson.loads(response.content)
-        except orjson.JSONDecodeError:
-            body = None
-        if response.status_code != 200 or not isinstance(body, dict):
-            error = body.get("error") if isinstance(body, dict) else None
-            said = (
-                f" ({error})" if isinstance(error, str) and _ISSUER_ERROR.fullmatch(error) else ""
-            )
+        if status != 200 or not isinstance(body, dict):
+            error = oauth_error(body)
+            said = f" ({error})" if error else ""
             raise LoginError(
                 "token_exchange_failed",
-                f"the token endpoint answered HTTP {response.status_code}{said}",
+                f"the token endpoint answered HTTP {status}{said}",
             )
         access, id_token = body.get("access_token"), body.get("id_token")
         refresh = body.get("refresh_token")
@@ -621,18 +618,16 @@ class LoginFlow:
         headers = self._client_auth(form)
         timeout = min(self.config.refresh.timeout, _REVOKE_TIMEOUT)
         try:
-            response = await self._client.post(
-                endpoint, data=form, headers=headers, timeout=timeout
-            )
-        except httpx2.HTTPError as exc:
+            status, _ = await post_form(self._client, endpoint, form, headers, timeout=timeout)
+        except TokenEndpointUnavailable as exc:
             self.stats.revocations_failed += 1
-            logger.warning("token revocation failed (%s)", type(exc).__name__)
+            logger.warning("token revocation failed (%s)", exc.cause)
             return
-        if response.status_code == 200:
+        if status == 200:
             self.stats.revocations_ok += 1
         else:
             self.stats.revocations_failed += 1
-            logger.warning("token revocation answered HTTP %d", response.status_code)
+            logger.warning("token revocation answered HTTP %d", status)
 
 
 class LogoutTokens:

@@ -396,7 +396,9 @@ class JWTSessionMiddleware:
         if error is not None:
             self.stats.rejected[error.code] += 1
             logger.debug("credentials refused: %s", error.code)
-            if request.bearer is not None or path in self.api_paths:
+            # keys_stale is not the user's fault and anonymity would hide the
+            # outage (forward-auth would send them to sign in): 503 everywhere.
+            if request.bearer is not None or path in self.api_paths or error.status == 503:
                 await self._reject(scope, receive, send, error)
                 return
         if session is None:

@@ -33,11 +33,11 @@ from typing import Any, Literal, Protocol
 from urllib.parse import quote_plus
 
 import httpx2
-import orjson
 
 from .config import AppConfig
 from .cookies import TokenSet
 from .errors import ConfigInvalid, RefreshFailed, VerifierError
+from .oauth import TokenEndpointUnavailable, oauth_error, post_form
 from .tokens import TokenVerifier
 
 __all__ = [
@@ -52,19 +52,6 @@ __all__ = [
 logger = logging.getLogger("jwtedge.refresh")
 
 ClientAuth = Literal["client_secret_basic", "client_secret_post", "none"]
-#: RFC 6749 §5.2 error codes: the only ``error`` values a message may repeat.
-_OAUTH_ERRORS = frozenset(
-    {
-        "invalid_request",
-        "invalid_client",
-        "invalid_grant",
-        "unauthorized_client",
-        "unsupported_grant_type",
-        "invalid_scope",
-        "server_error",
-        "temporarily_unavailable",
-    }
-)
 #: How many spent refresh-token hashes are remembered (to never replay them).
 SPENT_MEMORY = 100_000
 
@@ -286,30 +273,23 @@ class InProcessRefresher:
             if self.client_auth == "client_secret_post" and self._client_secret:
                 form["client_secret"] = self._client_secret
         try:
-            # httpx2's timeout is per phase (connect, read, ...): bound the whole call.
-            async with asyncio.timeout(self.timeout):
-                response = await self.client.post(self.token_endpoint, data=form, headers=headers)
-        except (TimeoutError, httpx2.HTTPError, httpx2.InvalidURL, OSError, OverflowError) as exc:
+            status, body = await post_form(
+                self.client, self.token_endpoint, form, headers, timeout=self.timeout
+            )
+        except TokenEndpointUnavailable as exc:
             self.stats.failed += 1
-            # The message names the endpoint and the failure class, never the form.
+            # The message names the failure class, never the form.
             raise RefreshFailed(
-                f"token endpoint unreachable ({type(exc).__name__})", reason="unavailable"
+                f"token endpoint unreachable ({exc.cause})", reason="unavailable"
             ) from None
-        try:
-            body = orjson.loads(response.content)
-        except orjson.JSONDecodeError:
-            body = None
-        if response.status_code != 200 or not isinstance(body, dict):
+        if status != 200 or not isinstance(body, dict):
             self.stats.failed += 1
-            error = body.get("error") if isinstance(body, dict) else None
-            if not isinstance(error, str) or error not in _OAUTH_ERRORS:
-                error = None  # only a well-formed OAuth error code reaches a message
+            error = oauth_error(body)
             reason = "invalid_grant" if error == "invalid_grant" else "issuer_error"
             raise RefreshFailed(
-                f"token endpoint answered HTTP {response.status_code}"
-                + (f" ({error})" if isinstance(error, str) else ""),
+                f"token endpoint answered HTTP {status}" + (f" ({error})" if error else ""),
                 reason=reason,
-                status=response.status_code,
+                status=status,
             )
         try:
             result = self._verify(body, proof)

@@ -245,6 +245,15 @@ class RemoteKeys:
         if error is not None:
             raise error
 
+    async def revalidate(self) -> None:
+        """When keys are stale, try the issuer again (cooldown applies; never raises).
+
+        ``/readyz`` calls it, so an instance its own 503 took out of rotation
+        recovers when the issuer does, without waiting for user traffic.
+        """
+        if self.stale and self._fetcher is not None:
+            await self._fetch_if_allowed()
+
     async def start(self) -> None:
         """Start-up hook: in ``always`` mode fetch once; a failure is logged and counted."""
         if self.mode != "always":

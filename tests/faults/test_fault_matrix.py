@@ -623,11 +623,6 @@ async def test_refresh_under_fault(row: Row, healthy: World) -> None:
         assert world.server.hits("/token") == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: InProcessRefresher._call_issuer reads the whole token response "
-    "(httpx2 client.post) with no size cap; a 50 MB answer is read in full",
-)
 async def test_refresh_stops_reading_a_huge_token_response_at_1_mib(healthy: World) -> None:
     world = healthy
     world.server.route("/token", huge(HUGE))
@@ -645,12 +640,6 @@ async def test_refresh_stops_reading_a_huge_token_response_at_1_mib(healthy: Wor
     assert_stopped_reading(world, "/token")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (minor, message): verifier/fetch.py Fetcher._get reports the sliver of "
-    "budget the last attempt had ('timed out after 0.249 s after 2 attempts') when retries "
-    "run out before the deadline check, instead of the timeout or the deadline",
-)
 async def test_a_remote_fetch_timeout_names_the_timeout_or_the_deadline(healthy: World) -> None:
     world = healthy
     world.server.route("/jwks", hang())

@@ -266,12 +266,6 @@ async def test_the_cooldown_is_measured_from_the_failed_fetch_not_the_last_good_
 # -- pages and forward auth past the cap: DESIGN says 503 --------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: verifier/middleware.py:399 only answers with the error under api_prefixes "
-    "or with a Bearer header; a page load whose key is stale becomes anonymous (200 'not "
-    "signed in') although DESIGN (Errors, Keys) says keys_stale answers 503",
-)
 async def test_a_page_load_needing_stale_keys_answers_503_keys_stale(edge: Edge) -> None:
     fetched = await past_the_cap(edge)
 
@@ -281,12 +275,6 @@ async def test_a_page_load_needing_stale_keys_answers_503_keys_stale(edge: Edge)
     assert "keys_stale" in page.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a cookie request to /auth/verify whose key is stale is made anonymous by "
-    "the middleware (verifier/middleware.py:399), so forward auth answers 401 and nginx "
-    "sends the user to sign in; authz.status_for(KeysStale, forward_auth=True) is 503",
-)
 async def test_forward_auth_needing_stale_keys_answers_503_not_401(edge: Edge) -> None:
     fetched = await past_the_cap(edge)
 
@@ -295,12 +283,6 @@ async def test_forward_auth_needing_stale_keys_answers_503_not_401(edge: Edge) -
     assert verdict.status_code == 503
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: /readyz only reads RemoteKeys.stale and never triggers a fetch; once its "
-    "503 takes the instance out of rotation no token request arrives to refetch, so it "
-    "stays unready after the issuer is back (verifier/app.py _readiness)",
-)
 async def test_readyz_recovers_without_user_traffic_once_the_issuer_is_back(edge: Edge) -> None:
     fetched = await past_the_cap(edge)
     assert (await edge.api(fetched)).status_code == 503

@@ -651,12 +651,14 @@ class Load:
             action,
             cookie=family.cookie_header(ACCESS, ID, REFRESH),
             origin=self.base_url,
-            hold_until=exp + 3.0 if hold else None,
+            hold_until=exp + 5.0 if hold else None,
         )
         if outcome == "accepted":
             self.ws["accepted"] += 1
             if hold:
                 self.ws[f"held, closed {code}"] += 1
+                if code != 4401:  # CloseAtExpiry closes at exp: well before exp + 5 s
+                    self.unexpected[f"ws_hold closed with {code}"] += 1
         elif outcome == "refused":
             self.ws[f"valid refused {code}"] += 1
             self.denied[f"{self.phase()} {action}"] += 1
@@ -1124,6 +1126,8 @@ def format_table(summary: dict[str, Any]) -> str:
         "WebSocket": _pairs(dict(sorted(summary["websocket"].items()))),
         "valid sessions denied": _pairs(r["valid_denied"]),
         "expired access tokens refreshed": r["expired_refreshed"],
+        "JWKS fetches": f"{summary['issuer']['jwks_requests']} for "
+        f"{r['by_action'].get('unknown_kid', 0)} unknown-kid requests (keys.cooldown)",
         "refresh while up": f"{steady['issuer_calls']} issuer calls, {steady['grants']} grants: "
         f"{steady['calls_per_rotation']} call per rotation, {steady['duplicate_calls']} "
         f"duplicate, {steady['undelivered_grants']} undelivered",
