@@ -145,6 +145,12 @@ def serve_problem(config: AppConfig, *, workers: int) -> str | None:
     return None
 
 
+#: uvicorn's WebSocket protocol. Its default (websockets-sansio) logs an ERROR
+#: after every refused upgrade (Kludex/uvicorn#3138), which would let any client
+#: write ERROR lines at will; wsproto completes the denial cleanly.
+WS_PROTOCOL = "wsproto"
+
+
 def _uvicorn_run(app: ASGIApp | str, **options: Any) -> None:
     uvicorn.run(app, **options)
 
@@ -227,6 +233,7 @@ def serve(
         "log_config": log_config(),
         "server_header": False,
         "lifespan": "on",
+        "ws": WS_PROTOCOL,
     }
     target: ASGIApp | str = application
     if workers > 1:
@@ -278,6 +285,7 @@ def serve_in_thread(
         log_config=log_config() if configure_logging else None,
         lifespan="on",
         server_header=False,
+        ws=WS_PROTOCOL,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(

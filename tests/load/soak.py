@@ -1139,7 +1139,8 @@ def format_table(summary: dict[str, Any]) -> str:
         f"{steady['revoked_families']}, grants {steady['issuer_grants']}",
         "single flight (whole run)": f"{ref.get('calls', 0)} issuer calls, "
         f"{ref.get('joined', 0)} joined a flight, {ref.get('grace_reused', 0)} reused a "
-        f"result in the grace, {ref.get('reuse_refused', 0)} refused a spent token",
+        f"result in the grace, {ref.get('reuse_refused', 0)} refused without an issuer call "
+        "(a spent token, or an old one without proof)",
         "flapping": f"{_pairs(flap['flaps'], ' x')}; {flap['issuer_calls']} issuer calls: "
         + _pairs(dict(sorted(flap["outcomes"].items()))),
         "during flaps (reported)": f"lost grants {flap['lost_grants']}, replays after a "
