@@ -335,13 +335,9 @@ class RedisRefresher(InProcessRefresher):
     ) -> RefreshResult:
         """New tokens for ``refresh_token`` (see :class:`~verifier.refresh.Refresher`)."""
         key = token_key(refresh_token)
-        self._forget_expired()
-        kept = self._kept.get(key)
-        if kept is not None:
-            return self._hand_out(kept.result, proof)
-        if key in self._spent:
-            self.stats.reuse_refused += 1
-            raise RefreshFailed("this refresh token was already spent", reason="spent")
+        remembered = self._from_memory(key, proof)
+        if remembered is not None:
+            return remembered
         flight = self._shared.get(key)
         joined = flight is not None
         if flight is None:

@@ -200,13 +200,9 @@ class InProcessRefresher:
         self, refresh_token: str, *, proof: Mapping[str, Any] | None
     ) -> RefreshResult:
         key = token_key(refresh_token)
-        self._forget_expired()
-        kept = self._kept.get(key)
-        if kept is not None:
-            return self._hand_out(kept.result, proof)
-        if key in self._spent:
-            self.stats.reuse_refused += 1
-            raise RefreshFailed("this refresh token was already spent", reason="spent")
+        remembered = self._from_memory(key, proof)
+        if remembered is not None:
+            return remembered
         flight = self._flights.get(key)
         if flight is not None:
             self.stats.joined += 1
@@ -236,6 +232,19 @@ class InProcessRefresher:
             return result
         finally:
             self._flights.pop(key, None)
+
+    def _from_memory(
+        self, key: str, proof: Mapping[str, Any] | None
+    ) -> RefreshResult | None:
+        """A result kept for the grace window, a refusal for a spent token, or ``None``."""
+        self._forget_expired()
+        kept = self._kept.get(key)
+        if kept is not None:
+            return self._hand_out(kept.result, proof)
+        if key in self._spent:
+            self.stats.reuse_refused += 1
+            raise RefreshFailed("this refresh token was already spent", reason="spent")
+        return None
 
     def _hand_out(
         self, result: RefreshResult, proof: Mapping[str, Any] | None, *, joined: bool = False

@@ -187,7 +187,7 @@ def test_page_loads_keep_working_across_expiries_with_one_refresh_each(
         assert stats.refresh_failed == {}
         shown = repr(stats.snapshot()) + repr(stack.middleware.refresher)
 
-    assert any(record.threadName == "e2e-app" for record in caplog.records)
+    assert any(record.threadName == "jwtedge-app" for record in caplog.records)
     assert_no_token_in(server_logs(caplog) + shown, *seen)
 
 

@@ -7,14 +7,11 @@ loopback host, so the token cookies carry their plain names.
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.types import ASGIApp
@@ -23,6 +20,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from tests.conftest import make_config
+from tests.e2e import serve_app
 from verifier.middleware import JWTSessionMiddleware, get_session
 from verifier.testing import DevIssuer
 from verifier.websocket import CloseAtExpiry
@@ -35,34 +33,9 @@ START_TIMEOUT = 10.0
 
 @contextmanager
 def running(app: ASGIApp) -> Iterator[int]:
-    """Serve ``app`` on a real uvicorn bound to a free port on 127.0.0.1; yield the port."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((HOST, 0))
-        config = uvicorn.Config(
-            app, ws="auto", lifespan="off", log_level="warning", access_log=False
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(
-            target=server.run, kwargs={"sockets": [sock]}, name="ws-e2e", daemon=True
-        )
-        thread.start()
-        try:
-            deadline = time.monotonic() + START_TIMEOUT
-            while not server.started:
-                if not thread.is_alive() or time.monotonic() > deadline:
-                    raise RuntimeError("uvicorn did not start")
-                time.sleep(0.01)
-            yield sock.getsockname()[1]
-        finally:
-            server.should_exit = True
-            thread.join(START_TIMEOUT)
-            if thread.is_alive():
-                server.force_exit = True
-                thread.join(START_TIMEOUT)
-    finally:
-        sock.close()
+    """Serve ``app`` as ``jwtedge serve`` does, on a free port of 127.0.0.1; yield the port."""
+    with serve_app(app, host=HOST) as url:
+        yield int(url.rsplit(":", 1)[1])
 
 
 async def send_user_id(websocket: WebSocket) -> None:
