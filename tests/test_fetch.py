@@ -455,7 +455,9 @@ async def test_a_trickling_body_is_cut_by_the_attempt_timeout(fake: FakeTime) ->
         return httpx2.Response(200, headers=headers, stream=TricklingStream())
 
     async with make_fetcher(fake, handler, timeout=0.05, retries=0) as fetcher:
-        with pytest.raises(JWKSFetchFailed, match=r"timed out after the 0\.05 s timeout reading the body"):
+        with pytest.raises(
+            JWKSFetchFailed, match=r"timed out after the 0\.05 s timeout reading the body"
+        ):
             await fetcher.fetch_jwks(JWKS_URL)
 
 

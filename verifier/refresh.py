@@ -233,9 +233,7 @@ class InProcessRefresher:
         finally:
             self._flights.pop(key, None)
 
-    def _from_memory(
-        self, key: str, proof: Mapping[str, Any] | None
-    ) -> RefreshResult | None:
+    def _from_memory(self, key: str, proof: Mapping[str, Any] | None) -> RefreshResult | None:
         """A result kept for the grace window, a refusal for a spent token, or ``None``."""
         self._forget_expired()
         kept = self._kept.get(key)
