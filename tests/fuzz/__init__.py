@@ -370,3 +370,21 @@ def assert_documented(err: BaseException, *secrets: object) -> None:
         # Short strings ("a", "eyJ") appear in any message by chance.
         if len(text) >= 16:
             assert not any(text in shown for shown in rendered), (err.code, err.message)
+
+
+#: Small JSON values of every type, nested a little: what hostile documents
+#: and token-endpoint responses are built from. No NaN or infinities (JSON has
+#: none; json.dumps would write them and orjson rightly refuses them).
+json_values = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(min_value=-(2**70), max_value=2**70),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.text(max_size=20),
+    ),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=6,
+)

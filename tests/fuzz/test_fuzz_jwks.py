@@ -28,7 +28,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 
-from tests.fuzz import assert_documented, b64url, examples
+from tests.fuzz import assert_documented, b64url, examples, json_values
 from verifier.errors import JWKSInvalid
 from verifier.jwks import PRIVATE_MEMBERS, JWKSet, parse_jwks
 
@@ -78,21 +78,6 @@ def pool() -> list[PoolKey]:
         }
         pool.append(PoolKey(public, private))
     return pool
-
-
-json_values = st.recursive(
-    st.one_of(
-        st.none(),
-        st.booleans(),
-        st.integers(min_value=-(2**70), max_value=2**70),
-        st.floats(allow_nan=False, allow_infinity=False),
-        st.text(max_size=16),
-    ),
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
-    ),
-    max_leaves=6,
-)
 
 
 def garbled(value: str) -> st.SearchStrategy[Any]:

@@ -31,7 +31,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import make_config
-from tests.fuzz import Oracle, assert_documented, examples, mutate, mutations
+from tests.fuzz import Oracle, assert_documented, examples, json_values, mutate, mutations
 from verifier.errors import RefreshFailed
 from verifier.refresh import InProcessRefresher
 from verifier.testing import DevIssuer
@@ -89,22 +89,6 @@ def endpoint(issuer: DevIssuer) -> Endpoint:
     )
     oracle = Oracle(issuer.jwks(), issuer=issuer.issuer, audience="api", client_id="web", now=NOW)
     return Endpoint(refresher, verifier, oracle, access, ids, answer)
-
-
-json_values = st.recursive(
-    st.one_of(
-        st.none(),
-        st.booleans(),
-        st.integers(min_value=-(2**70), max_value=2**70),
-        # No NaN or infinities: json.dumps writes them, orjson (rightly) refuses them.
-        st.floats(allow_nan=False, allow_infinity=False),
-        st.text(max_size=20),
-    ),
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
-    ),
-    max_leaves=6,
-)
 
 
 @st.composite
