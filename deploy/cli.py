@@ -47,7 +47,7 @@ from verifier.errors import ConfigInvalid, JWKSFetchFailed, JWKSInvalid, Verifie
 from verifier.fetch import Fetcher, is_loopback_url
 from verifier.jwks import JWKSet, SkippedKey, b64url_decode_lenient
 from verifier.session import Session
-from verifier.tokens import TokenVerifier
+from verifier.tokens import TokenVerifier, check_size
 
 from .bake import (
     ISSUER_VAR,
@@ -510,10 +510,15 @@ def check(
 # -- inspect ------------------------------------------------------------------
 
 
-def _unverified(token: str) -> dict[str, Any]:
-    """Header and claims decoded without any check, for display only."""
-    parts = token.split(".")
+def _unverified(token: str, max_bytes: int) -> dict[str, Any]:
+    """Header and claims decoded without any check, for display only.
+
+    Nothing is decoded from a token over ``auth.max_token_bytes``.
+    """
     decoded: dict[str, Any] = {"header": None, "claims": None}
+    if len(token) > max_bytes:
+        return decoded
+    parts = token.split(".")
     if len(parts) != 3:
         return decoded
     for name, segment in (("header", parts[0]), ("claims", parts[1])):
@@ -636,14 +641,18 @@ def inspect(
 
     error: VerifierError | None = None
     session: Session | None = None
+    max_bytes = config.auth.max_token_bytes
     try:
+        # The size cap before anything decodes them, the display included.
+        check_size(access, max_bytes)
+        check_size(id_tok or "", max_bytes)
         session = verifier.session(access, id_tok)
     except VerifierError as exc:
         error = exc
 
-    decoded = {"access_token": _unverified(access), "id_token": None}
+    decoded = {"access_token": _unverified(access, max_bytes), "id_token": None}
     if id_tok is not None:
-        decoded["id_token"] = _unverified(id_tok)
+        decoded["id_token"] = _unverified(id_tok, max_bytes)
     if json_output:
         document = {
             "valid": error is None,

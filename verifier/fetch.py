@@ -20,14 +20,11 @@ names the URL and the cause, with ``url`` and ``cause`` in its context.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
@@ -35,6 +32,7 @@ from urllib.parse import urlsplit
 import httpx2
 import orjson
 
+from . import http_fields
 from .errors import JWKSFetchFailed
 from .jwks import JWKSet, parse_jwks
 
@@ -164,29 +162,14 @@ def _check_url(url: str, *, what: str = "URL") -> None:
 
 
 def _retry_after(response: httpx2.Response) -> float | None:
-    """Seconds from ``Retry-After`` (delta-seconds or an HTTP-date), else None."""
-    value = response.headers.get("retry-after", "").strip()
-    if not value:
-        return None
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    # Measure against the server's own Date header when it sent one, so our
-    # clock's skew does not matter; else against the wall clock.
-    reference = time.time()
-    date = response.headers.get("date")
-    if date:
-        with contextlib.suppress(TypeError, ValueError):
-            reference = _utc(parsedate_to_datetime(date)).timestamp()
-    return max(0.0, _utc(when).timestamp() - reference)
+    """Seconds from ``Retry-After`` (delay-seconds or an HTTP-date), else None.
 
-
-def _utc(moment: datetime) -> datetime:
-    # HTTP-dates are GMT; a "-0000" zone parses as naive, which is UTC too.
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    Read by its RFC 9110 grammar (:mod:`verifier.http_fields`): any other
+    value is ignored, as if the server had not sent it.
+    """
+    return http_fields.retry_after(
+        response.headers.get("retry-after"), response.headers.get("date")
+    )
 
 
 def _connect_cause(exc: BaseException) -> str:
@@ -202,9 +185,9 @@ def _connect_cause(exc: BaseException) -> str:
     return f"could not connect ({detail})"
 
 
-def _is_json(content_type: str) -> bool:
-    media = content_type.split(";", 1)[0].strip().lower()
-    return media in _JSON_TYPES or (media.endswith("+json") and "/" in media)
+def _is_json(content_type: str | None) -> bool:
+    media = http_fields.media_type(content_type)
+    return media is not None and (media in _JSON_TYPES or media.endswith("+json"))
 
 
 class _Deadline:
@@ -471,14 +454,16 @@ class Fetcher:
         origin: tuple[str, str, int | None],
         response: httpx2.Response,
     ) -> httpx2.URL:
-        location = response.headers.get("location")
+        location = http_fields.location(response.headers.get("location"))
         if not location:
-            raise _fail(url, f"HTTP {response.status_code} redirect without a Location")
+            raise _fail(url, f"HTTP {response.status_code} redirect without a valid Location")
         try:
             target = current.join(location)
-        except httpx2.InvalidURL as exc:
+            origin_of_target = _origin(target)
+        except (httpx2.InvalidURL, ValueError) as exc:
+            # ValueError: an out-of-range port, an IPv6 host that does not parse.
             raise _fail(url, "redirect to an invalid URL") from exc
-        if _origin(target) != origin:
+        if origin_of_target != origin:
             # Never let a redirect move key fetching to a host we were not given.
             raise _fail(
                 url, f"redirect to another origin refused ({target.scheme}://{target.host})"
@@ -501,13 +486,14 @@ class Fetcher:
             raise _Retryable(f"HTTP {status}", retry_after=_retry_after(response))
         if status != 200:
             raise _fail(url, f"HTTP {status}", status=status)
-        content_type = response.headers.get("content-type", "")
+        content_type = response.headers.get("content-type")
         if not _is_json(content_type):
-            shown = _one_line(content_type.split(";", 1)[0]) or "none"
+            shown = _one_line((content_type or "").split(";", 1)[0]) or "none"
             raise _fail(url, f"the response is not JSON (Content-Type {shown})")
         limit = f"the response is larger than {_human_size(self.max_bytes)}"
-        declared = response.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_bytes:
+        # A length that does not parse is ignored: the streaming cap below still holds.
+        declared = http_fields.content_length(response.headers.get("content-length"))
+        if declared is not None and declared > self.max_bytes:
             raise _fail(url, limit)
         chunks: list[bytes] = []
         size = 0

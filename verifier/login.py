@@ -61,7 +61,7 @@ from .errors import ConfigInvalid, VerifierError
 from .middleware import get_session
 from .oauth import TokenEndpointUnavailable, oauth_error, post_form
 from .remote import RemoteKeys
-from .tokens import TokenVerifier, unverified_header
+from .tokens import TokenVerifier, check_size, unverified_header
 
 __all__ = [
     "CALLBACK_PATH",
@@ -559,7 +559,7 @@ class LoginFlow:
         if remote is None:
             return
         try:
-            header = unverified_header(token)
+            header = unverified_header(token, max_bytes=self.verifier.max_token_bytes)
             if not remote.is_baked_kid(header.get("kid")):
                 await remote.key_for(header.get("kid"), header["alg"])
         except VerifierError:
@@ -568,6 +568,14 @@ class LoginFlow:
     async def _verify(self, tokens: TokenSet, pending: _Pending) -> None:
         assert tokens.access is not None
         assert tokens.id is not None
+        try:
+            # The size cap before anything reads them, the remote key step included.
+            check_size(tokens.access, self.verifier.max_token_bytes)
+            check_size(tokens.id, self.verifier.max_token_bytes)
+        except VerifierError as exc:
+            raise LoginError(
+                "token_invalid", f"the issuer's tokens do not verify ({exc.code})"
+            ) from None
         await self._ensure_keys(tokens.access)
         await self._ensure_keys(tokens.id)
         try:

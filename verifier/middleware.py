@@ -45,7 +45,7 @@ from .refresh import Refresher, refresher_from_config
 from .remote import RemoteKeys
 from .session import Session
 from .stats import MiddlewareStats
-from .tokens import TokenVerifier, unverified_header
+from .tokens import TokenVerifier, check_size, unverified_header
 from .websocket import (
     deny,
     query_has_token,
@@ -488,11 +488,14 @@ class JWTSessionMiddleware:
         """Verify the pair; keys the bake lacks go through the remote layer."""
         remote = self.remote
         if remote is not None:
+            max_bytes = self.verifier.max_token_bytes
             for token in (access, id_token):
                 if token is None:
                     continue
+                # Before the header is read: a huge header must cost nothing.
+                check_size(token, max_bytes)
                 try:
-                    header = unverified_header(token)
+                    header = unverified_header(token, max_bytes=max_bytes)
                 except VerifierError:
                     continue  # verifying below reports it
                 kid, alg = header.get("kid"), header["alg"]

@@ -3,7 +3,8 @@
 The refresher and the login callback both post a form to the token endpoint.
 The answer comes from the network, so it is treated like any other untrusted
 input: the whole call is bounded in time (httpx2's timeouts are per phase),
-the body is read up to :data:`MAX_RESPONSE_BYTES` and no further, and only the
+the body is read up to :data:`MAX_RESPONSE_BYTES` and no further (a larger
+``Content-Length``, read by its RFC 9110 grammar, is refused unread), and only the
 RFC 6749 error codes are ever repeated in a message (an issuer that echoes a
 token in ``error`` must not get it into our logs).
 """
@@ -14,6 +15,8 @@ import asyncio
 
 import httpx2
 import orjson
+
+from .http_fields import content_length
 
 __all__ = [
     "MAX_RESPONSE_BYTES",
@@ -71,6 +74,11 @@ async def post_form(
     try:
         async with asyncio.timeout(timeout):
             async with client.stream("POST", url, data=form, headers=headers) as response:
+                # A declared length over the cap is refused unread; one that does
+                # not parse (RFC 9110 §8.6) is ignored, and the cap below holds.
+                declared = content_length(response.headers.get("content-length"))
+                if declared is not None and declared > MAX_RESPONSE_BYTES:
+                    raise TokenEndpointUnavailable("ResponseTooLarge")
                 chunks: list[bytes] = []
                 size = 0
                 async for chunk in response.aiter_bytes():

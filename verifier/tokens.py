@@ -4,7 +4,8 @@ Two steps, like joserfc's ``jwt.decode`` then ``JWTClaimsRegistry``:
 
 1. :func:`verify_jws` checks the serialization and the signature and returns
    the header and the raw payload. Compact serialization only; a size cap
-   before any parsing; strict base64url; header duplicates refused; ``none``
+   (:func:`check_size`) before any decoding; strict base64url; at most
+   :data:`MAX_HEADER_MEMBERS` header members, duplicates refused; ``none``
    refused; ``jku``/``x5u``/``x5c``/``jwk`` never followed (refused);
    unknown ``crit`` and ``b64=false`` refused; the key and its one algorithm
    come from the :class:`~verifier.keys.KeyStore`, never from the token.
@@ -13,6 +14,16 @@ Two steps, like joserfc's ``jwt.decode`` then ``JWTClaimsRegistry``:
    separation between access and ID tokens.
 
 This is the hot path: it does no I/O and parses each segment once.
+
+What a forged token can cost is bounded before its signature is checked:
+its size by ``auth.max_token_bytes``, checked before anything else on every
+path (:func:`check_size`); its header by :data:`MAX_HEADER_MEMBERS` members
+(a JOSE header carries a handful), refused right after one linear orjson
+parse, and a duplicate check that is linear too; its nesting by orjson's
+own limit. Claims (read only after the signature verified) may nest at most
+:data:`MAX_NESTING_DEPTH` levels. The parsed-header cache holds only headers
+of tokens whose signature verified, and is bounded in entries and bytes, so
+no request that fails to verify can grow it.
 """
 
 from __future__ import annotations
@@ -50,7 +61,16 @@ from .session import Session
 if TYPE_CHECKING:
     from .config import AppConfig, ClaimsSettings
 
-__all__ = ["CacheStats", "Clock", "TokenVerifier", "unverified_header", "verify_jws"]
+__all__ = [
+    "MAX_HEADER_MEMBERS",
+    "MAX_NESTING_DEPTH",
+    "CacheStats",
+    "Clock",
+    "TokenVerifier",
+    "check_size",
+    "unverified_header",
+    "verify_jws",
+]
 
 Clock = Callable[[], float]
 
@@ -61,6 +81,27 @@ _PADDING = {0: b"", 2: b"==", 3: b"="}
 # Header parameters that point at keys elsewhere: never followed, refused.
 _KEY_REFERENCES = ("jku", "x5u", "x5c", "jwk")
 _ID_TOKEN_ONLY = ("nonce", "at_hash", "c_hash")
+
+#: Members a token header may have, counted at every level. JOSE headers carry
+#: a handful (``alg``, ``kid``, ``typ``, ``cty``, ``crit``...); more is an
+#: attack on the parser, refused as ``token_malformed``.
+MAX_HEADER_MEMBERS = 32
+#: How deep a header or the claims may nest (the top-level object is level 1).
+#: Real issuers nest 4 or 5 levels (Stytch, Keycloak, Zitadel, PropelAuth).
+MAX_NESTING_DEPTH = 32
+
+
+def check_size(token: str | bytes, max_bytes: int) -> None:
+    """Raise :class:`~verifier.errors.TokenTooLarge` when ``token`` is over ``max_bytes``.
+
+    The first thing every path that receives a token does, before decoding
+    or parsing any of it (``auth.max_token_bytes``). A token is ASCII, so its
+    length in characters is its length in bytes; a longer non-ASCII string is
+    refused here too, and a shorter one right after, as malformed.
+    """
+    size = len(token)
+    if size > max_bytes:
+        raise TokenTooLarge(size=size, limit=max_bytes)
 
 
 def _b64url(segment: str, what: str) -> bytes:
@@ -89,7 +130,32 @@ def _b64url(segment: str, what: str) -> bytes:
         raise TokenMalformed(f"the {what} segment is not base64url") from exc
 
 
-def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def _too_deep(value: Any) -> bool:
+    """Whether parsed JSON nests deeper than :data:`MAX_NESTING_DEPTH`: one iterative walk."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_NESTING_DEPTH:
+            return True
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+    return False
+
+
+def _shallow(raw: bytes) -> bool:
+    """True when ``raw`` cannot nest deeper than the limit: it has few brackets at all.
+
+    Two C-speed counts (brackets inside strings count too, which only errs
+    towards the exact walk) spare realistic tokens the walk.
+    """
+    return raw.count(b"{") + raw.count(b"[") <= MAX_NESTING_DEPTH
+
+
+def _count_members(pairs: list[tuple[str, Any]], seen: list[int]) -> dict[str, Any]:
+    seen[0] += len(pairs)
+    if seen[0] > MAX_HEADER_MEMBERS:
+        raise TokenMalformed(f"the header has more than {MAX_HEADER_MEMBERS} members")
     result: dict[str, Any] = {}
     for name, value in pairs:
         if name in result:
@@ -99,22 +165,32 @@ def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _parse_header(raw: bytes) -> dict[str, Any]:
+    """A header object: linear in ``raw``, at most :data:`MAX_HEADER_MEMBERS` members."""
     try:
         header = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise TokenMalformed("the header is not JSON") from exc
     if not isinstance(header, dict):
         raise TokenMalformed("the header is not a JSON object")
-    # orjson keeps the last of duplicate members. A member name can only repeat
-    # if its quoted form appears twice, or if it is written with escapes; only
-    # then pay for the exact check.
-    text = raw.decode("utf-8")
-    if "\\" in text or any(text.count(f'"{name}"') > 1 for name in header):
+    if len(header) > MAX_HEADER_MEMBERS:
+        raise TokenMalformed(f"the header has more than {MAX_HEADER_MEMBERS} members")
+    if not _shallow(raw) and _too_deep(header):
+        raise TokenMalformed(f"the header nests deeper than {MAX_NESTING_DEPTH} levels")
+    # orjson keeps the last of duplicate members. Every member name, at any
+    # level, is followed by exactly one ":" outside strings; so when the colons
+    # number the top-level members, no object nests and no name repeats.
+    # Anything else (a colon in a value, a nested object, a repeated name,
+    # however escaped) pays for one exact, still linear, stdlib parse.
+    if raw.count(b":") != len(header):
+        seen = [0]
         try:
-            header = dict(json.loads(text, object_pairs_hook=_refuse_duplicates))
+            exact: dict[str, Any] = json.loads(
+                raw, object_pairs_hook=lambda pairs: _count_members(pairs, seen)
+            )
         except (ValueError, RecursionError) as exc:
-            # RecursionError: stdlib json nests less deeply than orjson.
+            # ValueError: stdlib json reads a few things orjson refused differently.
             raise TokenMalformed("the header is not valid JSON") from exc
+        return exact
     return header
 
 
@@ -141,33 +217,61 @@ def _check_header(header: Mapping[str, Any]) -> tuple[str, str | None]:
     return alg, kid
 
 
-def unverified_header(token: str) -> dict[str, Any]:
+def unverified_header(token: str, *, max_bytes: int = 8192) -> dict[str, Any]:
     """The header of a compact JWS, parsed strictly but NOT verified.
 
-    For choosing a key to fetch; never trust what it returns.
+    For choosing a key to fetch; never trust what it returns. ``max_bytes``
+    is ``auth.max_token_bytes``: a longer token is refused unread.
     """
-    if len(token) > 65536 or not token.isascii() or token.count(".") != 2:
+    check_size(token, max_bytes)
+    if not token.isascii() or token.count(".") != 2:
         raise TokenMalformed("the token is not a compact JWS")
     return dict(_header(token.partition(".")[0])[0])
 
 
-#: Parsed, checked headers by their base64url segment. Tokens from one key
-#: share a header, so this turns header parsing into a dict lookup. Bounded;
-#: values are never handed to callers (they get copies).
-_HEADERS: dict[str, tuple[dict[str, Any], str, str | None]] = {}
-_HEADERS_MAX = 1024
+_Header = tuple[dict[str, Any], str, str | None]
 
 
-def _header(segment: str) -> tuple[dict[str, Any], str, str | None]:
-    cached = _HEADERS.get(segment)
+class _VerifiedHeaders:
+    """Checked headers of tokens whose signature verified, by their base64url segment.
+
+    Tokens from one key share a header, so this turns header parsing into a
+    dict lookup. Only a verified token adds an entry, so a forger cannot fill
+    it; a segment longer than ``max_segment`` is never kept, and the segments
+    kept add up to at most ``max_bytes`` (then it starts again, empty). Values
+    are never handed to callers (they get copies).
+    """
+
+    __slots__ = ("entries", "max_bytes", "max_segment", "size")
+
+    def __init__(self, *, max_bytes: int, max_segment: int) -> None:
+        self.entries: dict[str, _Header] = {}
+        self.max_bytes = max_bytes
+        self.max_segment = max_segment
+        self.size = 0
+
+    def add(self, segment: str, header: _Header) -> None:
+        cost = len(segment)
+        if cost > self.max_segment:
+            return
+        if self.size + cost > self.max_bytes:
+            self.entries.clear()
+            self.size = 0
+        if self.entries.setdefault(segment, header) is header:
+            self.size += cost
+
+
+#: An issuer signs with a few keys and header shapes; 64 KiB holds hundreds.
+_HEADERS = _VerifiedHeaders(max_bytes=64 * 1024, max_segment=1024)
+
+
+def _header(segment: str) -> _Header:
+    cached = _HEADERS.entries.get(segment)
     if cached is not None:
         return cached
     header = _parse_header(_b64url(segment, "header"))
     alg, kid = _check_header(header)
-    if len(_HEADERS) >= _HEADERS_MAX:
-        _HEADERS.clear()
-    _HEADERS[segment] = result = (header, alg, kid)
-    return result
+    return header, alg, kid
 
 
 def verify_jws(
@@ -184,8 +288,7 @@ def verify_jws(
 
 def _verify(token: str | bytes, keys: KeyStore, max_bytes: int) -> tuple[Mapping[str, Any], bytes]:
     if isinstance(token, bytes | bytearray):
-        if len(token) > max_bytes:
-            raise TokenTooLarge(size=len(token), limit=max_bytes)
+        check_size(token, max_bytes)
         try:
             token = bytes(token).decode("ascii")
         except UnicodeDecodeError as exc:
@@ -194,8 +297,7 @@ def _verify(token: str | bytes, keys: KeyStore, max_bytes: int) -> tuple[Mapping
         raise TokenMalformed("the token is not a string")
     if not token:
         raise TokenMissing()
-    if len(token) > max_bytes:
-        raise TokenTooLarge(size=len(token), limit=max_bytes)
+    check_size(token, max_bytes)
     if not token.isascii():
         raise TokenMalformed("the token is not ASCII")
     parts = token.split(".")
@@ -203,13 +305,17 @@ def _verify(token: str | bytes, keys: KeyStore, max_bytes: int) -> tuple[Mapping
         raise TokenMalformed(f"a compact JWS has 3 segments, this token has {len(parts)}")
     header_b64, payload_b64, signature_b64 = parts
 
-    header, alg, kid = _header(header_b64)
+    cached = _HEADERS.entries.get(header_b64)
+    header, alg, kid = cached if cached is not None else _header(header_b64)
     payload = _b64url(payload_b64, "payload")
     signature = _b64url(signature_b64, "signature")
     key = keys.key_for(kid, alg)
     signing_input = token[: len(header_b64) + 1 + len(payload_b64)].encode("ascii")
     if not key.verify(signing_input, signature):
         raise SignatureInvalid(kid=key.kid, alg=key.alg)
+    if cached is None:
+        # Only now: a header is remembered once a key of ours has signed it.
+        _HEADERS.add(header_b64, (header, alg, kid))
     return header, payload
 
 
@@ -220,6 +326,8 @@ def _load_claims(payload: bytes) -> dict[str, Any]:
         raise TokenMalformed("the payload is not JSON") from exc
     if not isinstance(claims, dict):
         raise TokenMalformed("the payload is not a JSON object")
+    if not _shallow(payload) and _too_deep(claims):
+        raise TokenMalformed(f"the payload nests deeper than {MAX_NESTING_DEPTH} levels")
     return claims
 
 
@@ -453,6 +561,11 @@ class TokenVerifier:
             and isinstance(access_token, str)
             and (id_token is None or isinstance(id_token, str))
         ):
+            # The size cap comes before the cache too: hashing the key reads it all.
+            limit = self.max_token_bytes
+            if len(access_token) > limit or (id_token is not None and len(id_token) > limit):
+                check_size(access_token, limit)
+                check_size(id_token or "", limit)
             key = (access_token, id_token)
         if cache is not None and key is not None:
             entry = cache.get(key)
