@@ -17,11 +17,12 @@ import pytest
 from joserfc.jwk import RSAKey
 
 from tests.conftest import ISSUER, make_config
+from verifier import tokens as tokens_module
 from verifier.errors import VerifierError
 from verifier.jwks import parse_jwks
 from verifier.keys import KeyStore
 from verifier.testing import DevIssuer
-from verifier.tokens import TokenVerifier
+from verifier.tokens import MAX_HEADER_MEMBERS, MAX_NESTING_DEPTH, TokenVerifier
 
 FIXED = 1_700_000_000
 LEEWAY = 30
@@ -466,6 +467,135 @@ def test_header_with_duplicate_members_is_malformed(issuer: DevIssuer, template:
     token = signed(issuer, raw)
 
     assert refused(verifier(issuer).verify_access, token).code == "token_malformed"
+
+
+@pytest.mark.parametrize("position", ["first", "middle", "last"])
+def test_a_duplicate_among_many_header_members_is_malformed(
+    issuer: DevIssuer, position: str
+) -> None:
+    kid = issuer.kids("RS256")[-1]
+    members = [f'"m{index:02d}":{index}' for index in range(28)]
+    spot = {"first": 0, "middle": 14, "last": 28}[position]
+    members.insert(spot, '"m07":"again"')
+    raw = f'{{"alg":"RS256","kid":"{kid}",{",".join(members)}}}'.encode()
+
+    error = refused(verifier(issuer).verify_access, signed(issuer, raw))
+
+    assert error.code == "token_malformed"
+    assert "duplicate" in error.message
+
+
+def test_a_duplicate_inside_a_nested_header_value_is_malformed(issuer: DevIssuer) -> None:
+    kid = issuer.kids("RS256")[-1]
+    raw = f'{{"alg":"RS256","kid":"{kid}","ext":{{"a":1,"\u0061":2}}}}'.encode()
+
+    assert refused(verifier(issuer).verify_access, signed(issuer, raw)).code == "token_malformed"
+
+
+# -- structural limits (issue 17) -------------------------------------------------
+
+
+def members_header(issuer: DevIssuer, count: int) -> dict[str, Any]:
+    """A header with exactly ``count`` members: alg, kid, typ and fillers."""
+    fillers = {f"x{index:02d}": index for index in range(count - 3)}
+    return {**header(issuer), **fillers}
+
+
+def test_a_header_with_32_members_verifies_and_33_is_malformed(issuer: DevIssuer) -> None:
+    at_limit = signed(issuer, members_header(issuer, MAX_HEADER_MEMBERS))
+    over = signed(issuer, members_header(issuer, MAX_HEADER_MEMBERS + 1))
+
+    assert MAX_HEADER_MEMBERS == 32
+    assert verifier(issuer).verify_access(at_limit)["sub"] == "u1"
+    error = refused(verifier(issuer).verify_access, over)
+    assert error.code == "token_malformed"
+    assert "more than 32 members" in error.message
+
+
+def test_header_members_of_nested_objects_count_toward_the_cap(issuer: DevIssuer) -> None:
+    nested = {f"n{index:02d}": index for index in range(MAX_HEADER_MEMBERS - 3)}
+    token = signed(issuer, {**header(issuer), "ext": nested})  # 4 + 29 = 33 members
+
+    error = refused(verifier(issuer).verify_access, token)
+
+    assert error.code == "token_malformed"
+    assert "more than 32 members" in error.message
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"x5t#S256": "a:b:c"}, {"ext": {"a": [1, {"b": 2}]}}, {"url": "https://a.example:8443/x"}],
+    ids=["colons-in-a-value", "nested-object", "url"],
+)
+def test_headers_that_take_the_exact_duplicate_check_still_verify(
+    issuer: DevIssuer, extra: dict[str, Any]
+) -> None:
+    token = signed(issuer, header(issuer, kid="urn:kid:" + issuer.kids("RS256")[-1], **extra))
+    roomy = TokenVerifier(
+        KeyStore(parse_jwks({"keys": [{**public_jwk(issuer, "RS256"), "kid": header_kid(token)}]})),
+        issuer=issuer.issuer,
+        audiences=("api",),
+        now=lambda: FIXED,
+    )
+
+    assert roomy.verify_access(token)["sub"] == "u1"
+
+
+def header_kid(token: str) -> str:
+    raw = base64.urlsafe_b64decode(token.split(".")[0] + "==")
+    kid: str = json.loads(raw)["kid"]
+    return kid
+
+
+def nested_claim(depth: int) -> Any:
+    """A value that makes the payload ``depth`` levels deep (the payload object is level 1)."""
+    value: Any = "leaf"
+    for level in range(depth - 1):
+        value = {"k": value} if level % 2 else [value]
+    return value
+
+
+def test_claims_nesting_32_levels_verify_and_33_are_malformed(issuer: DevIssuer) -> None:
+    at_limit = signed(issuer, header(issuer), claims(issuer, deep=nested_claim(MAX_NESTING_DEPTH)))
+    over = signed(issuer, header(issuer), claims(issuer, deep=nested_claim(MAX_NESTING_DEPTH + 1)))
+
+    assert MAX_NESTING_DEPTH >= 16
+    assert verifier(issuer).verify_access(at_limit)["sub"] == "u1"
+    error = refused(verifier(issuer).verify_access, over)
+    assert error.code == "token_malformed"
+    assert "nests deeper" in error.message
+
+
+def test_many_organizations_nested_like_real_issuers_verify(issuer: DevIssuer) -> None:
+    """Stytch, Keycloak, Zitadel and PropelAuth nest 4 to 5 levels, often with
+    many entries (more brackets than the cheap pre-check lets through)."""
+    orgs = {
+        f"org_{index}": {"roles": [{"name": "member", "perms": ["read", "write"]}]}
+        for index in range(40)
+    }
+    token = signed(issuer, header(issuer), claims(issuer, **{"urn:zitadel:roles": orgs}))
+
+    assert verifier(issuer).verify_access(token)["urn:zitadel:roles"]["org_3"]["roles"]
+
+
+def test_a_header_nesting_deeper_than_the_limit_is_malformed(issuer: DevIssuer) -> None:
+    token = signed(issuer, header(issuer, ext=nested_claim(MAX_NESTING_DEPTH + 1)))
+
+    error = refused(verifier(issuer).verify_access, token)
+
+    assert error.code == "token_malformed"
+    assert "nests deeper" in error.message
+
+
+def test_a_forged_token_never_enters_the_header_cache(issuer: DevIssuer, other: DevIssuer) -> None:
+    hdr = header(issuer, nonce_member="forged-once")
+    forged = other.sign(claims(issuer), header=hdr, kid=other.kids("RS256")[-1], alg="RS256")
+    genuine = signed(issuer, header(issuer, nonce_member="genuine-once"))
+
+    assert refused(verifier(issuer).verify_access, forged).code == "signature_invalid"
+    assert forged.split(".")[0] not in tokens_module._HEADERS.entries
+    verifier(issuer).verify_access(genuine)
+    assert genuine.split(".")[0] in tokens_module._HEADERS.entries
 
 
 def payload_with(issuer: DevIssuer, tail: str) -> bytes:
