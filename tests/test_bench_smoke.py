@@ -57,6 +57,18 @@ def test_memory_bench_runs_and_guards_the_network() -> None:
     assert_ran(result, "MB per 10,000 entries", "network calls attempted: 0")
 
 
+def test_hostile_bench_runs_and_prints_every_figure_of_issue_17() -> None:
+    result = run_bench("bench.hostile", "--quick", timeout=120)
+    assert_ran(
+        result,
+        "64 KB, 5,000 members, Bearer",
+        "700 members < 8 KiB, Bearer",
+        "x valid uncached",
+        "1 MiB hostile token",
+        "growth MiB",
+    )
+
+
 @pytest.mark.e2e
 def test_http_bench_runs_with_wrk() -> None:
     if shutil.which("wrk") is None:

@@ -372,6 +372,7 @@ async def test_700_header_members_under_the_cap_are_malformed_and_fetch_nothing(
         ("distinct members", f"more than {MAX_HEADER_MEMBERS} members"),
         ("one member repeated", f"more than {MAX_HEADER_MEMBERS} members"),
         ("nested 1,000 deep", "nests deeper"),
+        ("unterminated string", "not JSON"),
     ],
 )
 def test_a_1_mib_hostile_header_at_the_maximum_cap_is_malformed(
@@ -383,6 +384,7 @@ def test_a_1_mib_hostile_header_at_the_maximum_cap_is_malformed(
     header = {
         "distinct members": many_members(room // 8),
         "one member repeated": '{"alg":"RS256",' + ",".join(['"a":0'] * (room // 6)) + "}",
+        "unterminated string": '{"alg":"RS256","x":"' + '\\":' * (room // 3),
         "nested 1,000 deep": '{"alg":"RS256","x":'
         + "[" * 1000
         + "0"
