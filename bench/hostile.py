@@ -44,6 +44,7 @@ import orjson
 from bench.common import (
     access_token,
     banner,
+    interleaved,
     make_config,
     make_issuer,
     median,
@@ -271,6 +272,46 @@ async def max_bytes_run(issuer: DevIssuer, limit: float) -> list[tuple[str, str,
     return rows
 
 
+# -- the claims nesting check on the verify path ---------------------------------------
+
+
+def nesting_rows(rounds: int) -> list[list[object]]:
+    """What the nesting-depth check adds to parsing a payload, by payload size."""
+    sizes = [(3, 5), (10, 20), (30, 60), (100, 300)]
+    payloads = {}
+    for orgs, projects in sizes:
+        claims = {
+            "iss": "http://127.0.0.1:9000",
+            "sub": "user_0000001",
+            "organizations": [
+                {"id": f"org_{i}", "slug": f"o{i}", "name": f"Org {i}", "role": "member"}
+                for i in range(orgs)
+            ],
+            "projects": [
+                {"id": f"prj_{i}", "slug": f"p{i}", "organizationId": "org_0"}
+                for i in range(projects)
+            ],
+        }
+        payloads[f"{orgs} orgs, {projects} projects"] = orjson.dumps(claims)
+    cases: dict[str, tuple[Callable[[Any], object], Sequence[Any]]] = {}
+    for name, raw in payloads.items():
+        parsed = orjson.loads(raw)
+        cases[f"{name} parse"] = (orjson.loads, [raw] * 2000)
+        cases[f"{name} check"] = (
+            lambda pair: tokens_module._shallow(pair[0]) or tokens_module._too_deep(pair[1]),
+            [(raw, parsed)] * 2000,
+        )
+    samples = interleaved(cases, rounds=rounds)
+    rows: list[list[object]] = []
+    for name, raw in payloads.items():
+        parse, check = samples[f"{name} parse"], samples[f"{name} check"]
+        skipped = tokens_module._shallow(raw)
+        rows.append(
+            [name, len(raw), median(parse), median(check), paired_ratio(check, parse), skipped]
+        )
+    return rows
+
+
 # -- memory (in a fresh subprocess per mode) -----------------------------------------
 
 
@@ -332,6 +373,7 @@ def report(
     notes: list[str],
     max_rows: list[tuple[str, str, float]],
     memory: list[dict[str, Any]],
+    nesting: list[list[object]],
     *,
     count: int,
     rounds: int,
@@ -361,6 +403,13 @@ def report(
         )
     print(table(["case", "µs/request", "x valid uncached", "target", ""], rows))
 
+    print("\nclaims nesting-depth check (after the signature, before claims), per payload:")
+    print(
+        table(
+            ["payload", "bytes", "orjson µs", "check µs", "check / parse", "counts only"],
+            nesting,
+        )
+    )
     print(f"\nauth.max_token_bytes = {MAX_TOKEN_BYTES:,} (its maximum), one request each:")
     max_table = []
     for shape, remote, seconds in max_rows:
@@ -418,11 +467,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     samples = asyncio.run(run_rounds(cases, args.rounds))
     max_rows = asyncio.run(max_bytes_run(issuer, args.limit))
     memory = memory_run(args.count)
+    nesting = nesting_rows(args.rounds)
     report(
         samples,
         notes,
         max_rows,
         memory,
+        nesting,
         count=args.n,
         rounds=args.rounds,
         limit=args.limit,

@@ -39,6 +39,7 @@ run 25 bench.middleware
 run 120 bench.http --duration 6 --rounds 3
 run 30 bench.refresh_storm
 run 110 bench.memory
+run 90 bench.hostile --n 30 --rounds 7
 run 30 bench.verify --profile
 
 echo

@@ -489,15 +489,19 @@ class JWTSessionMiddleware:
         remote = self.remote
         if remote is not None:
             max_bytes = self.verifier.max_token_bytes
+            # Before any header is read: a huge header must cost nothing.
+            check_size(access, max_bytes)
+            check_size(id_token or "", max_bytes)
             for token in (access, id_token):
                 if token is None:
                     continue
-                # Before the header is read: a huge header must cost nothing.
-                check_size(token, max_bytes)
                 try:
                     header = unverified_header(token, max_bytes=max_bytes)
                 except VerifierError:
-                    continue  # verifying below reports it
+                    if token is access:
+                        # Verifying would refuse it the same way, after decoding it again.
+                        raise
+                    continue  # verifying the access token first decides what is reported
                 kid, alg = header.get("kid"), header["alg"]
                 if not remote.is_baked_kid(kid):
                     # Fetches only when allowed (cooldown); KeysStale past stale_if_error.

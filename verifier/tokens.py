@@ -132,15 +132,26 @@ def _b64url(segment: str, what: str) -> bytes:
 
 
 def _too_deep(value: Any) -> bool:
-    """Whether parsed JSON nests deeper than :data:`MAX_NESTING_DEPTH`: one iterative walk."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
+    """Whether parsed JSON nests deeper than :data:`MAX_NESTING_DEPTH`: one walk, level by level.
+
+    Linear in the containers and their members. Of three linear checks
+    measured (this one; a depth-first walk keeping each value's depth; a scan
+    of the bytes with strings cut out) it was the cheapest, about one orjson
+    parse of the same payload; realistic payloads skip it (:func:`_shallow`).
+    """
+    level = [value]
+    depth = 1
+    while level:
         if depth > MAX_NESTING_DEPTH:
             return True
-        for child in item.values() if isinstance(item, dict) else item:
-            if isinstance(child, dict | list):
-                stack.append((child, depth + 1))
+        below = []
+        for item in level:
+            for child in item.values() if type(item) is dict else item:
+                kind = type(child)
+                if kind is dict or kind is list:
+                    below.append(child)
+        level = below
+        depth += 1
     return False
 
 
