@@ -15,15 +15,17 @@ Two steps, like joserfc's ``jwt.decode`` then ``JWTClaimsRegistry``:
 
 This is the hot path: it does no I/O and parses each segment once.
 
-What a forged token can cost is bounded before its signature is checked:
-its size by ``auth.max_token_bytes``, checked before anything else on every
-path (:func:`check_size`); its header by :data:`MAX_HEADER_MEMBERS` members
-(a JOSE header carries a handful), refused right after one linear orjson
-parse, and a duplicate check that is linear too; its nesting by orjson's
-own limit. Claims (read only after the signature verified) may nest at most
-:data:`MAX_NESTING_DEPTH` levels. The parsed-header cache holds only headers
-of tokens whose signature verified, and is bounded in entries and bytes, so
-no request that fails to verify can grow it.
+What a forged token can cost is bounded before its signature is checked
+(issue 17; ``bench/hostile.py`` measures it): its size by
+``auth.max_token_bytes``, checked before anything else on every path
+(:func:`check_size`); its header by :data:`MAX_HEADER_MEMBERS` members (a
+JOSE header carries a handful), counted before parsing by a scan that stops
+at the first name over the limit, then one orjson parse, a nesting limit of
+:data:`MAX_NESTING_DEPTH` and a duplicate check, all linear. Claims (read
+only after the signature verified) may nest at most
+:data:`MAX_NESTING_DEPTH` levels too. The parsed-header cache holds only
+headers of tokens whose signature verified, bounded in bytes (64 KiB of
+segments, none over 1 KiB), so no request that fails to verify can grow it.
 """
 
 from __future__ import annotations
