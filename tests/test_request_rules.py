@@ -446,7 +446,7 @@ async def forward_auth_verdict(app: ASGIApp, case: Case) -> str:
     return NO_IDENTITY
 
 
-@dataclass
+@dataclass(repr=False)
 class Judges:
     """The middleware in front of a recorder, and the reference app's forward auth."""
 
@@ -456,6 +456,9 @@ class Judges:
     inner: _Recorder
     app: ASGIApp
     tokens: dict[str, str]
+
+    def __repr__(self) -> str:
+        return "Judges(middleware, /auth/verify)"  # no tokens in a failure report
 
     def cookie(self, *kinds: str, **override: str) -> str:
         values = {**self.tokens, **override}
