@@ -168,7 +168,10 @@ def _own(origin: str) -> bool:
 
 def _expect(headers: list[tuple[str, str]], judges: Judges) -> tuple[str | None, bool, bool, bool]:
     """(bearer, cookie-authenticated, handshake, every original method safe)."""
-    get = lambda name: [v for k, v in headers if k == name]  # noqa: E731
+
+    def get(name: str) -> list[str]:
+        return [value for key, value in headers if key == name]
+
     bearer = _bearer(get("authorization"))
     cookie = "; ".join(get("cookie"))
     has_token_cookie = re.search(r"(^|; )jwtedge_(access|refresh)=", cookie) is not None
