@@ -65,6 +65,14 @@ from .metrics import CONTENT_TYPE, EdgeCollector, EdgeMetrics, create_registry, 
 from .middleware import JWTSessionMiddleware, error_response, get_session, refresh_now
 from .refresh import InProcessRefresher, Refresher, refresher_from_config
 from .remote import RemoteKeys
+from .request_rules import (
+    COOKIE_AUTH_KEY,
+    header_field,
+    is_websocket_handshake,
+    origin_of,
+    original_methods,
+    refusal,
+)
 from .session import Organization, Session
 from .stats import MiddlewareStats
 from .tokens import TokenVerifier
@@ -73,7 +81,6 @@ from .websocket import CloseAtExpiry
 __all__ = ["EdgeState", "app_from_env", "create_app"]
 
 _NO_STORE = {"Cache-Control": "no-store"}
-_UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 #: Characters kept as they are in X-Auth-* values; the rest is percent-encoded,
 #: so a claim can never smuggle a comma into a list or a newline into a header.
@@ -329,29 +336,28 @@ def _own_origin(request: Request) -> str:
     """The origin the browser used. On this endpoint the request comes from the
     proxy: Traefik names the browser's host in X-Forwarded-Host (and scheme in
     X-Forwarded-Proto), and it sets them itself from what the browser sent, so a
-    browser cannot forge them; nginx passes the browser's Host instead."""
-    scheme = request.headers.get("x-forwarded-proto", request.url.scheme).lower()
-    host = request.headers.get("x-forwarded-host", "").lower() or request_host(request.scope)
-    default = {"http": ":80", "https": ":443"}.get(scheme, "")
-    if default and host.endswith(default):
-        host = host[: -len(default)]
-    return f"{scheme}://{host}"
+    browser cannot forge them; the shipped nginx config sets both as well."""
+    scheme = request.headers.get("x-forwarded-proto", request.url.scheme)
+    host = request.headers.get("x-forwarded-host", "") or request_host(request.scope)
+    return origin_of(scheme, host)
 
 
-def _same_origin(request: Request) -> bool:
-    origin = request.headers.get("origin")
-    if origin is not None:
-        return origin.lower().rstrip("/") == _own_origin(request)
-    return request.headers.get("sec-fetch-site", "").lower() == "same-origin"
-
-
-def _original_methods(request: Request) -> set[str]:
-    """The proxied request's method(s): nginx's X-Original-Method, Traefik's X-Forwarded-Method."""
-    return {
-        value.strip().upper()
-        for name in ("x-original-method", "x-forwarded-method")
-        if (value := request.headers.get(name))
-    }
+def _forward_rules(request: Request, edge: EdgeState, *, websocket: bool) -> CSRFRejected | None:
+    """The middleware's browser rules (:func:`verifier.request_rules.refusal`) applied
+    to the request the proxy is about to pass on: its method, its Origin, whether
+    it is a WebSocket handshake. Whether cookies authenticate it is the
+    middleware's own answer for this request (the token cookies are gone from
+    the headers here)."""
+    headers = request.scope["headers"]
+    return refusal(
+        cookie_auth=bool(request.scope.get(COOKIE_AUTH_KEY)),
+        methods=original_methods(headers),
+        websocket=websocket,
+        origin=header_field(headers, b"origin"),
+        sec_fetch_site=header_field(headers, b"sec-fetch-site"),
+        own_origin=lambda: _own_origin(request),
+        allowed_origins=edge.config.websocket.allowed_origins,
+    )
 
 
 def _forward_refusal(exc: AuthzError | CSRFRejected | ConfigInvalid) -> Response:
@@ -361,12 +367,18 @@ def _forward_refusal(exc: AuthzError | CSRFRejected | ConfigInvalid) -> Response
 
 def _forward_auth(request: Request, edge: EdgeState) -> Response:
     session = get_session(request)
+    # Before the session, as in the middleware: a cross-site request with a bad
+    # cookie is refused for its origin, not sent to sign in.
+    websocket = is_websocket_handshake(request.scope["headers"])
+    refused = _forward_rules(request, edge, websocket=websocket)
+    if refused is not None:
+        if websocket:
+            edge.stats.websocket_refused["origin"] += 1
+        else:
+            edge.stats.csrf_rejected += 1
+        return _forward_refusal(refused)
     if session is None:
         return unauthenticated_response()
-    bearer = request.headers.get("authorization", "").lower().startswith("bearer ")
-    if not bearer and _original_methods(request) & _UNSAFE_METHODS and not _same_origin(request):
-        edge.stats.csrf_rejected += 1
-        return _forward_refusal(CSRFRejected())
     org_param = request.query_params.get("org") or None
     role = request.query_params.get("role") or None
     if role is not None:

@@ -39,20 +39,22 @@ from .cookies import (
     request_host,
     request_is_secure,
 )
-from .errors import CSRFRejected, RefreshFailed, TokenExpired, VerifierError
+from .errors import RefreshFailed, TokenExpired, VerifierError
 from .keys import VerificationKey
 from .refresh import Refresher, refresher_from_config
 from .remote import RemoteKeys
+from .request_rules import (
+    COOKIE_AUTH_KEY,
+    bearer_token,
+    join_field,
+    origin_of,
+    refusal,
+    uses_cookie_credentials,
+)
 from .session import Session
 from .stats import MiddlewareStats
 from .tokens import TokenVerifier, unverified_header
-from .websocket import (
-    deny,
-    query_has_token,
-    refusal_for_origin,
-    refusal_for_query_token,
-    websocket_origin_allowed,
-)
+from .websocket import deny, query_has_token, refusal_for_query_token
 
 __all__ = ["JWTSessionMiddleware", "OnError", "error_response", "get_session", "refresh_now"]
 
@@ -60,7 +62,6 @@ logger = logging.getLogger("jwtedge")
 
 OnError = Callable[[HTTPConnection, VerifierError], Response]
 
-_UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _SPOOFABLE_PREFIXES = (b"x-auth-",)
 _SPOOFABLE_HEADERS = frozenset({b"x-user-id", b"x-forwarded-user"})
 _HEADER_KINDS = {
@@ -115,12 +116,7 @@ class _Paths:
 
 
 def _origin_of(scope: Scope) -> str:
-    scheme = {"ws": "http", "wss": "https"}.get(scope.get("scheme", "http"), scope.get("scheme"))
-    host = request_host(scope)
-    default = {"http": ":80", "https": ":443"}.get(str(scheme), "")
-    if default and host.endswith(default):
-        host = host[: -len(default)]
-    return f"{scheme}://{host}"
+    return origin_of(str(scope.get("scheme", "http")), request_host(scope))
 
 
 class _Request:
@@ -161,13 +157,11 @@ class _Request:
                 continue
             elif kind == "authorization":
                 if self.bearer is None:
-                    scheme, _, credentials = item[1].decode("latin-1").partition(" ")
-                    if scheme.lower() == "bearer" and credentials.strip():
-                        self.bearer = credentials.strip()
+                    self.bearer = bearer_token(item[1].decode("latin-1"))
             elif kind == "origin":
-                self.origin = item[1].decode("latin-1")
+                self.origin = join_field(self.origin, item[1].decode("latin-1"))
             else:
-                self.sec_fetch_site = item[1].decode("latin-1").lower()
+                self.sec_fetch_site = join_field(self.sec_fetch_site, item[1].decode("latin-1"))
             headers.append(item)
         self.headers = headers
         self.stripped = stripped
@@ -348,14 +342,10 @@ class JWTSessionMiddleware:
             return
 
         secure, tokens = self._read_tokens(scope, request)
-        cookie_auth = request.bearer is None and (tokens.access or tokens.refresh) is not None
-        if (
-            cookie_auth
-            and scope["method"] in _UNSAFE_METHODS
-            and not self._same_origin(scope, request)
-        ):
+        refused = self._refusal(scope, request, tokens, methods=(scope["method"],))
+        if refused is not None:
             self.stats.csrf_rejected += 1
-            await self._reject(scope, receive, send, CSRFRejected(), force=True)
+            await self._reject(scope, receive, send, refused, force=True)
             return
 
         path = scope["path"]
@@ -418,11 +408,10 @@ class JWTSessionMiddleware:
             await deny(scope, receive, send, refusal_for_query_token())
             return
         _, tokens = self._read_tokens(scope, request)
-        cookie_auth = request.bearer is None and (tokens.access or tokens.refresh) is not None
-        allowed = self.config.websocket.allowed_origins
-        if cookie_auth and not websocket_origin_allowed(request.origin, _origin_of(scope), allowed):
+        refused = self._refusal(scope, request, tokens, methods=())
+        if refused is not None:
             stats.websocket_refused["origin"] += 1
-            await deny(scope, receive, send, refusal_for_origin())
+            await deny(scope, receive, send, refused)
             return
         access = request.bearer or tokens.access
         if access is None or scope["path"] in self.excluded:
@@ -501,10 +490,26 @@ class JWTSessionMiddleware:
                     await remote.key_for(kid, alg)
         return self.verifier.session(access, id_token)
 
-    def _same_origin(self, scope: Scope, request: _Request) -> bool:
-        if request.origin is not None:
-            return request.origin.lower() == _origin_of(scope)
-        return request.sec_fetch_site == "same-origin"
+    def _refusal(
+        self, scope: Scope, request: _Request, tokens: TokenSet, *, methods: tuple[str, ...]
+    ) -> VerifierError | None:
+        """The browser rules (:func:`verifier.request_rules.refusal`), as forward auth applies them.
+
+        Records in the scope whether cookies authenticate the request: the
+        forward-auth endpoint judges with the same answer, since the token
+        cookies are gone from the headers it sees.
+        """
+        cookie_auth = uses_cookie_credentials(request.bearer, tokens)
+        scope[COOKIE_AUTH_KEY] = cookie_auth
+        return refusal(
+            cookie_auth=cookie_auth,
+            methods=methods,
+            websocket=scope["type"] == "websocket",
+            origin=request.origin,
+            sec_fetch_site=request.sec_fetch_site,
+            own_origin=lambda: _origin_of(scope),
+            allowed_origins=self.config.websocket.allowed_origins,
+        )
 
     async def _reject(
         self, scope: Scope, receive: Receive, send: Send, exc: VerifierError, *, force: bool = False
