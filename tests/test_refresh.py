@@ -275,7 +275,7 @@ async def test_spent_refresh_token_is_refused_after_the_grace_without_calling_th
     assert refresher.stats.calls == 1
 
 
-async def test_invalid_grant_marks_the_refresh_token_spent(
+async def test_invalid_grant_is_remembered_so_the_token_never_reaches_the_issuer_again(
     issuer: DevIssuer,
     verifier: TokenVerifier,
     make_refresher: Callable[..., InProcessRefresher],
@@ -293,8 +293,10 @@ async def test_invalid_grant_marks_the_refresh_token_spent(
 
     assert first.value.context["reason"] == "invalid_grant"
     assert first.value.context["status"] == 400
-    assert second.value.context["reason"] == "spent"
+    # The issuer's answer, remembered (so a page still clears its cookies), not a spend.
+    assert second.value.context == {"reason": "invalid_grant", "remembered": True}
     assert issuer.stats.token_requests == 1
+    assert refresher.stats.reuse_refused == 1
     for exc in (first.value, second.value):
         assert_no_secret(exc, tokens["refresh_token"])
 
