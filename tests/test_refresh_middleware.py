@@ -33,7 +33,20 @@ from starlette.websockets import WebSocket
 
 from verifier.config import AppConfig
 from verifier.cookies import CHUNK_SIZE
-from verifier.errors import RefreshFailed
+from verifier.errors import (
+    AlgorithmNotAllowed,
+    AudienceMismatch,
+    IssuedInFuture,
+    IssuerMismatch,
+    KeyNotFound,
+    KeysStale,
+    RefreshFailed,
+    SignatureInvalid,
+    TokenMalformed,
+    TokenMissing,
+    TokenNotYetValid,
+    VerifierError,
+)
 from verifier.jwks import parse_jwks
 from verifier.middleware import JWTSessionMiddleware, get_session, refresh_now
 from verifier.refresh import InProcessRefresher
@@ -552,7 +565,7 @@ async def test_old_refresh_cookie_without_a_genuine_proof_gets_nothing_within_th
     assert response.json()["authenticated"] is False
     cleared = set_cookies(response)
     if refused in ("no_proof", "proof_invalid"):
-        assert cleared and all(cookie.deletes for cookie in cleared)
+        assert all(cookie.deletes for cookie in cleared)
         assert {cookie.name for cookie in cleared} == set(PLAIN.values())
         assert edge.middleware.stats.refresh_refused == {refused: 1}
     else:
@@ -677,6 +690,28 @@ async def test_refresh_now_raises_refresh_failed_for_a_bearer_request(
     assert response.json()["error"] == "refresh_failed"
     assert response.json()["authenticated"] is True
     assert issuer.stats.token_requests == 0
+
+
+async def test_refresh_now_without_a_proof_makes_no_call_and_clears_the_cookies(
+    harness: Harness, issuer: DevIssuer
+) -> None:
+    edge = harness.edge()
+    tokens = harness.login()
+
+    async with edge.client() as client:
+        response = await client.post(
+            "/refresh", headers={**cookie_header(tokens, kinds=("refresh",)), "Origin": LOOPBACK}
+        )
+
+    assert response.status_code == 409
+    assert response.json()["error"] == "refresh_failed"
+    assert response.json()["authenticated"] is False
+    assert {cookie.name for cookie in set_cookies(response) if cookie.deletes} == set(
+        PLAIN.values()
+    )
+    assert issuer.stats.token_requests == 0
+    # The middleware refused once; refresh_now did not ask again.
+    assert edge.middleware.stats.refresh_refused == {"no_proof": 1}
 
 
 async def test_refresh_now_that_fails_keeps_the_current_session(
@@ -833,6 +868,42 @@ async def test_a_token_endpoint_that_times_out_leaves_the_session_as_it_was(
     assert "set-cookie" not in response.headers
     assert served.stats.token_requests == 1
     assert edge.middleware.stats.refresh_failed == {"refresh_failed": 1}
+
+
+# -- what counts as a proof ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "with_remote", "reason"),
+    [
+        (TokenMissing(), False, "no_proof"),
+        (TokenMalformed("x"), False, "proof_invalid"),
+        (SignatureInvalid(), True, "proof_invalid"),
+        (IssuerMismatch(), True, "proof_invalid"),
+        (AudienceMismatch(), True, "proof_invalid"),
+        (AlgorithmNotAllowed(), True, "proof_invalid"),
+        # A kid the bake lacks: the remote layer may learn it; without one, never.
+        (KeyNotFound(), True, "proof_unverifiable"),
+        (KeyNotFound(), False, "proof_invalid"),
+        (KeysStale(issuer=ISSUER), True, "proof_unverifiable"),
+        # Signature verified, but our clock disagrees with the issuer's: it will pass.
+        (TokenNotYetValid(), False, "proof_unverifiable"),
+        (IssuedInFuture(), False, "proof_unverifiable"),
+    ],
+    ids=lambda value: value.code if isinstance(value, VerifierError) else str(value),
+)
+def test_proof_failures_are_permanent_or_transient_by_their_cause(
+    issuer: DevIssuer, error: VerifierError, with_remote: bool, reason: str
+) -> None:
+    config = AppConfig(
+        auth={"issuer": ISSUER, "audience": "api", "client_id": "web", "jwks": issuer.jwks()},
+        endpoints={"token": ISSUER + "/token", "jwks_uri": ISSUER + "/jwks"},
+        keys={"remote": "unknown-kid" if with_remote else "never"},
+    )
+    middleware = JWTSessionMiddleware(Starlette(), config)
+
+    assert (middleware.remote is not None) is with_remote
+    assert middleware.proof_refusal(error) == reason
 
 
 # -- when refresh is skipped ----------------------------------------------------

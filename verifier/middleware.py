@@ -224,6 +224,7 @@ class _Context:
         "middleware",
         "present",
         "refreshed",
+        "refusal",
         "secure",
         "set_cookies",
         "tokens",
@@ -246,6 +247,8 @@ class _Context:
         self.attempted = False
         #: Why the last refresh did not happen or failed (for the API's answer).
         self.error: VerifierError | None = None
+        #: Set when it was refused before any token-endpoint call.
+        self.refusal: RefusalReason | None = None
 
     def wrap(self, send: Send) -> Send:
         async def send_with_cookies(message: Message) -> None:
@@ -323,7 +326,7 @@ class _Context:
         middleware = self.middleware
         middleware.stats.refresh_refused[reason] += 1
         logger.info("refresh refused: %s (%s)", reason, exc.code)
-        self.error = exc
+        self.error, self.refusal = exc, reason
         if session is None and reason in _PERMANENT_REFUSALS:
             self.set_cookies = middleware.jar.clear_cookies(
                 secure=self.secure, present=self.present
@@ -358,8 +361,9 @@ async def refresh_now(conn: HTTPConnection) -> Session:
     # Refused or failed (now, or already by the middleware for this request:
     # asking again would only be a second call or a second refusal).
     error = ctx.error
-    reason = error.context.get("reason", error.code) if error is not None else "refresh_failed"
-    raise RefreshFailed("the issuer did not refresh the session", reason=reason)
+    code = error.code if error is not None else "refresh_failed"
+    reason = ctx.refusal or (error.context.get("reason", code) if error is not None else code)
+    raise RefreshFailed("the issuer did not refresh the session", reason=reason, cause=code)
 
 
 class JWTSessionMiddleware:

@@ -146,7 +146,12 @@ class _Kept:
 
 
 class InProcessRefresher:
-    """Single-flight refresh for one process."""
+    """Single-flight refresh for one process.
+
+    ``cooldown`` is how long a proof token is refused after its flight failed
+    (``timeout`` by default); ``spent_memory`` and ``failed_memory`` bound the
+    two memories of refresh-token hashes (spent, and refused by the issuer).
+    """
 
     def __init__(
         self,
@@ -161,6 +166,8 @@ class InProcessRefresher:
         cooldown: float | None = None,
         transport: httpx2.AsyncBaseTransport | None = None,
         now: Callable[[], float] = time.monotonic,
+        spent_memory: int = SPENT_MEMORY,
+        failed_memory: int = FAILED_MEMORY,
     ) -> None:
         self.token_endpoint = token_endpoint
         self.client_id = client_id
@@ -179,6 +186,9 @@ class InProcessRefresher:
         self._client: httpx2.AsyncClient | None = None
         self._flights: dict[str, asyncio.Future[RefreshResult]] = {}
         self._kept: dict[str, _Kept] = {}
+        # Two memories, each with its own bound: refused tokens cannot crowd out spent ones.
+        self.spent_memory = spent_memory
+        self.failed_memory = failed_memory
         self._spent: OrderedDict[str, None] = OrderedDict()
         self._failed: OrderedDict[str, None] = OrderedDict()
         #: proof key -> the refresh-token key its issuer call is for (in flight).
@@ -281,7 +291,7 @@ class InProcessRefresher:
         """Never send this token again when the issuer refused or rotated it."""
         reason = exc.context.get("reason")
         if reason == "invalid_grant":
-            self._remember(self._failed, key, FAILED_MEMORY)
+            self._remember(self._failed, key, self.failed_memory)
         elif reason in ("bad_tokens", "spent"):
             # The issuer answered 200 (or another process spent it): it has rotated
             # the token, and a replay could only revoke the whole family.
@@ -370,7 +380,7 @@ class InProcessRefresher:
             del self._kept[key]
 
     def _remember_spent(self, key: str) -> None:
-        self._remember(self._spent, key, SPENT_MEMORY)
+        self._remember(self._spent, key, self.spent_memory)
         # Spent outranks refused: the entry moves to the memory failures cannot touch.
         self._failed.pop(key, None)
 
