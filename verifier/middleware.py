@@ -325,7 +325,8 @@ class _Context:
         the proof can never pass (a cooldown or a transient failure keeps them)."""
         middleware = self.middleware
         middleware.stats.refresh_refused[reason] += 1
-        logger.info("refresh refused: %s (%s)", reason, exc.code)
+        # Debug, not info: strangers choose how often this happens (the metric counts it).
+        logger.debug("refresh refused: %s (%s)", reason, exc.code)
         self.error, self.refusal = exc, reason
         if session is None and reason in _PERMANENT_REFUSALS:
             self.set_cookies = middleware.jar.clear_cookies(
