@@ -12,8 +12,10 @@ expiry ignored.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import secrets
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -70,6 +72,17 @@ def metric(text: str, name: str, **labels: str) -> float:
     return float(match.group(1))
 
 
+def server_logs(caplog: pytest.LogCaptureFixture) -> str:
+    """What jwtedge and the servers logged (the test's own HTTP client is left out:
+    httpcore logs the headers it receives, which is the browser's side)."""
+    main = threading.main_thread().name
+    return "\n".join(
+        f"{record.name} {record.getMessage()} {record.args!r} {record.exc_text or ''}"
+        for record in caplog.records
+        if record.threadName != main or record.name.startswith("jwtedge")
+    )
+
+
 async def send_all(
     url: str, path: str, cookies: list[str], *, method: str = "GET"
 ) -> list[httpx2.Response]:
@@ -96,7 +109,11 @@ class Running:
 @pytest.fixture
 def running() -> Iterator[Running]:
     with dev_issuer() as issuer:
-        app = create_app(app_config(issuer))
+        config = app_config(issuer)
+        # The proof cooldown is refresh.timeout: long enough that a slow machine
+        # cannot see one expire in the middle of a test.
+        refresh = config.refresh.model_copy(update={"timeout": 60.0})
+        app = create_app(config.model_copy(update={"refresh": refresh}))
         with running_app(app) as url:
             yield Running(issuer, url, app.state.edge.stats)
 
@@ -107,9 +124,11 @@ def genuine_chunk_half(issuer: DevIssuer) -> str:
 
 
 async def test_a_hundred_requests_with_only_a_random_refresh_cookie_make_no_call(
-    running: Running,
+    running: Running, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cookies = [f"{REFRESH}={random_refresh()}" for _ in range(100)]
+    caplog.set_level(logging.DEBUG)
+    sent = [random_refresh() for _ in range(100)]
+    cookies = [f"{REFRESH}={token}" for token in sent]
 
     pages = await send_all(running.url, "/", cookies[:50])
     apis = await send_all(running.url, "/api/session", cookies[50:])
@@ -127,6 +146,9 @@ async def test_a_hundred_requests_with_only_a_random_refresh_cookie_make_no_call
     assert metric(text, "jwtedge_refresh_refused_total", reason="no_proof") == 100
     assert metric(text, "jwtedge_refresh_refused_total", reason="cooldown") == 0
     assert metric(text, "jwtedge_refresh_total", result="failed") == 0
+    logged = server_logs(caplog)
+    assert "refresh refused: no_proof" in logged
+    assert not any(token in logged for token in sent)
 
 
 async def test_post_auth_refresh_with_only_a_random_refresh_cookie_makes_no_call(
@@ -240,12 +262,14 @@ async def test_a_genuine_id_token_without_an_access_cookie_is_a_proof_and_refres
 
 
 async def test_fifty_random_refresh_cookies_with_one_genuine_expired_token_make_one_call(
-    running: Running,
+    running: Running, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     issuer = running.issuer
     # A genuine access token (anyone's old one, say), long expired.
     expired = issuer.access_token("ada", sid="s-old", iat=int(time.time()) - 1000)
-    cookies = [f"{ACCESS}={expired}; {REFRESH}={random_refresh()}" for _ in range(50)]
+    sent = [random_refresh() for _ in range(50)]
+    cookies = [f"{ACCESS}={expired}; {REFRESH}={token}" for token in sent]
 
     responses = await send_all(running.url, "/", cookies)
 
@@ -258,6 +282,9 @@ async def test_fifty_random_refresh_cookies_with_one_genuine_expired_token_make_
     assert running.stats.refresh_refused == {"cooldown": 49}
     # The issuer's invalid_grant clears that one request's cookies; the refused ones keep theirs.
     assert sum(1 for response in responses if cleared(response)) == 1
+    logged = server_logs(caplog)
+    assert "refresh refused: cooldown" in logged
+    assert not any(token in logged for token in [expired, *sent])
 
 
 # -- the middleware with clocks the test moves -------------------------------------
