@@ -17,14 +17,19 @@ Bad credentials make a page request anonymous; under ``http.api_prefixes``,
 or whenever a Bearer header was used, they answer 401 (503 for
 ``keys_stale``) with RFC 6750 ``WWW-Authenticate``. ``on_error`` replaces that
 response. Nothing here calls the issuer, unless a token names a kid the bake
-lacks and the remote key layer is enabled.
+lacks and the remote key layer is enabled, or a refresh is due: then the
+request must first prove who it is with an access or ID token of this issuer
+whose signature verifies (expiry ignored). Without that proof no
+token-endpoint call is made; the refusal is counted by reason
+(``refresh_refused``) and, when the proof can never pass (absent, malformed,
+badly signed, another issuer or audience), the token cookies are cleared.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from starlette.authentication import AuthCredentials, UnauthenticatedUser
 from starlette.datastructures import MutableHeaders
@@ -39,9 +44,18 @@ from .cookies import (
     request_host,
     request_is_secure,
 )
-from .errors import RefreshFailed, TokenExpired, VerifierError
+from .errors import (
+    IssuedInFuture,
+    KeyNotFound,
+    KeysStale,
+    RefreshFailed,
+    TokenExpired,
+    TokenMissing,
+    TokenNotYetValid,
+    VerifierError,
+)
 from .keys import VerificationKey
-from .refresh import Refresher, refresher_from_config
+from .refresh import Refresher, refresher_from_config, token_key
 from .remote import RemoteKeys
 from .request_rules import (
     COOKIE_AUTH_KEY,
@@ -71,6 +85,14 @@ _HEADER_KINDS = {
     b"sec-fetch-site": "sec-fetch-site",
 }
 _ANONYMOUS = UnauthenticatedUser()  # stateless, so one instance serves every request
+
+#: Why a refresh was refused before any token-endpoint call.
+RefusalReason = Literal["no_proof", "proof_invalid", "proof_unverifiable", "cooldown"]
+#: Refusals after which the proof can never pass: the token cookies are cleared.
+_PERMANENT_REFUSALS = frozenset({"no_proof", "proof_invalid"})
+#: Proof failures that may pass on their own: keys the issuer still has to
+#: serve, or a clock that disagrees with the issuer's on a genuine token.
+_TRANSIENT_PROOF_ERRORS = (KeysStale, TokenNotYetValid, IssuedInFuture)
 
 
 class RemoteKeyLayer(Protocol):
@@ -189,7 +211,17 @@ _NO_TOKENS = TokenSet()
 class _Context:
     """Per-request refresh state: the cookies to set on the response."""
 
-    __slots__ = ("middleware", "present", "refreshed", "secure", "set_cookies", "tokens")
+    __slots__ = (
+        "attempted",
+        "error",
+        "middleware",
+        "present",
+        "refreshed",
+        "refusal",
+        "secure",
+        "set_cookies",
+        "tokens",
+    )
 
     def __init__(
         self,
@@ -205,6 +237,11 @@ class _Context:
         self.present = present
         self.set_cookies: list[str] = []
         self.refreshed = False
+        self.attempted = False
+        #: Why the last refresh did not happen or failed (for the API's answer).
+        self.error: VerifierError | None = None
+        #: Set when it was refused before any token-endpoint call.
+        self.refusal: RefusalReason | None = None
 
     def wrap(self, send: Send) -> Send:
         async def send_with_cookies(message: Message) -> None:
@@ -230,14 +267,22 @@ class _Context:
         )
 
     async def refresh(self, session: Session | None) -> Session | None:
-        """Refresh now; the new session, or ``session`` when it fails."""
+        """Refresh now; the new session, or ``session`` when it fails.
+
+        No proof, no call: the request must carry an access or ID token of
+        this issuer whose signature verifies (expiry ignored).
+        """
         middleware = self.middleware
         refresher = middleware.refresher
         assert refresher is not None
         assert self.tokens.refresh is not None
-        proof = middleware.proof_for(self.tokens)
+        self.attempted = True
         try:
-            result = await refresher.refresh(self.tokens.refresh, proof=proof)
+            proof, proof_key = await middleware.proof_for(self.tokens)
+        except VerifierError as exc:
+            return self._refuse(session, middleware.proof_refusal(exc), exc)
+        try:
+            result = await refresher.refresh(self.tokens.refresh, proof=proof, proof_key=proof_key)
             new = TokenSet(
                 access=result.tokens.access,
                 id=result.tokens.id or self.tokens.id,
@@ -249,10 +294,13 @@ class _Context:
                 new, secure=self.secure, present=self.present
             )
         except (VerifierError, ValueError) as exc:
+            reason = exc.context.get("reason") if isinstance(exc, VerifierError) else None
+            if reason == "cooldown" and isinstance(exc, VerifierError):
+                return self._refuse(session, "cooldown", exc)
             code = exc.code if isinstance(exc, VerifierError) else "refresh_failed"
             middleware.stats.refresh_failed[code] += 1
             logger.info("refresh failed: %s", code)
-            reason = exc.context.get("reason") if isinstance(exc, VerifierError) else None
+            self.error = exc if isinstance(exc, VerifierError) else RefreshFailed()
             if session is None and reason == "invalid_grant":
                 self.set_cookies = middleware.jar.clear_cookies(
                     secure=self.secure, present=self.present
@@ -262,6 +310,22 @@ class _Context:
         self.refreshed = True
         middleware.stats.refreshed += 1
         return fresh
+
+    def _refuse(
+        self, session: Session | None, reason: RefusalReason, exc: VerifierError
+    ) -> Session | None:
+        """No token-endpoint call: count why, and clear the cookies only when
+        the proof can never pass (a cooldown or a transient failure keeps them)."""
+        middleware = self.middleware
+        middleware.stats.refresh_refused[reason] += 1
+        # Debug, not info: strangers choose how often this happens (the metric counts it).
+        logger.debug("refresh refused: %s (%s)", reason, exc.code)
+        self.error, self.refusal = exc, reason
+        if session is None and reason in _PERMANENT_REFUSALS:
+            self.set_cookies = middleware.jar.clear_cookies(
+                secure=self.secure, present=self.present
+            )
+        return session
 
 
 async def refresh_now(conn: HTTPConnection) -> Session:
@@ -281,13 +345,19 @@ async def refresh_now(conn: HTTPConnection) -> Session:
     current = current if isinstance(current, Session) else None
     if ctx.refreshed and current is not None:
         return current  # this request already refreshed: its claims are fresh
-    # Passing the current session keeps the cookies of a still-valid session
-    # when the issuer refuses (invalid_grant clears them only without one).
-    session = await ctx.refresh(current)
-    if session is None or session is current:
-        raise RefreshFailed("the issuer did not refresh the session")
-    conn.scope["auth"], conn.scope["user"] = session, session.user
-    return session
+    if not ctx.attempted:
+        # Passing the current session keeps the cookies of a still-valid session
+        # when the issuer refuses (invalid_grant clears them only without one).
+        session = await ctx.refresh(current)
+        if session is not None and session is not current:
+            conn.scope["auth"], conn.scope["user"] = session, session.user
+            return session
+    # Refused or failed (now, or already by the middleware for this request:
+    # asking again would only be a second call or a second refusal).
+    error = ctx.error
+    code = error.code if error is not None else "refresh_failed"
+    reason = ctx.refusal or (error.context.get("reason", code) if error is not None else code)
+    raise RefreshFailed("the issuer did not refresh the session", reason=reason, cause=code)
 
 
 class JWTSessionMiddleware:
@@ -382,6 +452,9 @@ class JWTSessionMiddleware:
             session = await ctx.refresh(session)
             if session is not None:
                 error = None
+            elif error is None:
+                # No access token to blame: the refusal or failure answers the API.
+                error = ctx.error
 
         if error is not None:
             self.stats.rejected[error.code] += 1
@@ -459,19 +532,62 @@ class JWTSessionMiddleware:
             return False
         return session.expires_at - self.verifier.now() < self.config.refresh.skew
 
-    def proof_for(self, tokens: TokenSet) -> dict[str, Any] | None:
-        """Claims of the caller's own access or ID token, expiry ignored."""
-        if tokens.access:
+    async def proof_for(self, tokens: TokenSet) -> tuple[dict[str, Any], str]:
+        """The proof a refresh needs: the claims of the caller's own access token
+        (else ID token) whose signature verifies, expiry ignored, and that
+        token's :func:`~verifier.refresh.token_key` (the cooldown's key).
+
+        Keys the bake lacks come through the remote layer, as for any token.
+        Raises :class:`~verifier.errors.TokenMissing` when the request carries
+        neither token, else the failure that may still pass
+        (:meth:`proof_refusal` says ``proof_unverifiable``), else the access
+        token's error.
+        """
+        errors: list[VerifierError] = []
+        for token, kind in ((tokens.access, "access"), (tokens.id, "id")):
+            if not token:
+                continue
             try:
-                return self.verifier.verify_access(tokens.access, check_expiry=False)
-            except VerifierError:
-                pass
-        if tokens.id:
-            try:
-                return self.verifier.verify_id(tokens.id)
-            except VerifierError:
-                pass
-        return None
+                await self._fetch_key_for(token)
+                if kind == "access":
+                    claims = self.verifier.verify_access(token, check_expiry=False)
+                else:
+                    claims = self.verifier.verify_id(token)
+            except VerifierError as exc:
+                errors.append(exc)
+                continue
+            return claims, token_key(token)
+        if not errors:
+            raise TokenMissing("no access or ID token to prove the refresh with")
+        transient = [exc for exc in errors if self.proof_refusal(exc) == "proof_unverifiable"]
+        raise (transient or errors)[0]
+
+    def proof_refusal(self, exc: VerifierError) -> RefusalReason:
+        """Why a proof failed: ``no_proof`` and ``proof_invalid`` never pass
+        (absent, malformed, badly signed, another issuer or audience);
+        ``proof_unverifiable`` may (keys not served yet or stale, clocks)."""
+        if isinstance(exc, TokenMissing):
+            return "no_proof"
+        if isinstance(exc, _TRANSIENT_PROOF_ERRORS):
+            return "proof_unverifiable"
+        # An unknown kid is a key the remote layer may still learn (a rotation
+        # inside its cooldown, a failed fetch); with no remote layer it never will.
+        if isinstance(exc, KeyNotFound) and self.remote is not None:
+            return "proof_unverifiable"
+        return "proof_invalid"
+
+    async def _fetch_key_for(self, token: str) -> None:
+        """Let the remote layer learn a kid the bake lacks (its cooldown applies)."""
+        remote = self.remote
+        if remote is None:
+            return
+        try:
+            header = unverified_header(token)
+        except VerifierError:
+            return  # verifying reports it
+        kid = header.get("kid")
+        if not remote.is_baked_kid(kid):
+            await remote.key_for(kid, header["alg"])
 
     async def _session(self, access: str, id_token: str | None) -> Session:
         """Verify the pair; keys the bake lacks go through the remote layer."""

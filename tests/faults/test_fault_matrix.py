@@ -556,6 +556,8 @@ async def test_refresh_under_fault(row: Row, healthy: World) -> None:
     now = int(time.time())
     fresh, fresh_id = tokens(issuer, kid)
     expired, expired_id = tokens(issuer, kid, iat=now - 1000)
+    # Another browser's expired session: one proof token drives one refresh at a time.
+    other, other_id = tokens(issuer, kid, iat=now - 1000)
     due, due_id = tokens(issuer, kid, ttl=10)  # valid, but within refresh.skew
 
     with issuer_at(world, row, "/token") as url:
@@ -576,7 +578,7 @@ async def test_refresh_under_fault(row: Row, healthy: World) -> None:
                         client.get("/api/session", headers=cookies(due, due_id, "rt-c"))
                     ),
                     asyncio.create_task(
-                        client.get("/api/session", headers=cookies(expired, expired_id, "rt-d"))
+                        client.get("/api/session", headers=cookies(other, other_id, "rt-d"))
                     ),
                 ]
                 if row.fault is not None:
