@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, NoReturn
 import pytest
 
 from tests.e2e.browser import BrowserUnavailable, ensure_chromium, launch
-from tests.e2e.servers import app_config, dev_issuer, running_app
+from tests.e2e.servers import app_config, dev_issuer, serve_app
 from verifier.app import create_app
 from verifier.testing import DevIssuer
 
@@ -83,7 +83,7 @@ def short_lived_stack(*, refresh: bool = True) -> Iterator[Stack]:
                 "refresh": base.refresh.model_copy(update={"skew": SKEW, "enabled": refresh}),
             }
         )
-        with running_app(create_app(config)) as url:
+        with serve_app(create_app(config)) as url:
             yield Stack(issuer, url)
 
 

@@ -20,9 +20,8 @@ import httpx2
 import pytest
 from starlette.types import Receive, Scope, Send
 
-from tests.e2e import serve_app
 from tests.e2e.nginx import NginxServer, running_nginx
-from tests.e2e.servers import app_config, dev_issuer, running_app
+from tests.e2e.servers import app_config, dev_issuer, serve_app
 from verifier.app import create_app
 from verifier.cookies import CHUNK_SIZE
 from verifier.testing import DevIssuer
@@ -122,7 +121,7 @@ def running_stack() -> Iterator[Stack]:
         )
         upstream = Upstream()
         with (
-            running_app(create_app(config)) as app_url,
+            serve_app(create_app(config)) as app_url,
             serve_app(upstream) as upstream_url,
             running_nginx(
                 app=urlsplit(app_url).netloc, upstream=urlsplit(upstream_url).netloc

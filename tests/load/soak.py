@@ -1,7 +1,7 @@
 """Load and soak driver: the reference app under real uvicorn, a real DevIssuer that flaps.
 
 Everything runs in this process on 127.0.0.1: the DevIssuer (``DevIssuer.serve``)
-and the app (``create_app`` through :func:`tests.e2e.servers.running_app`) each
+and the app (``create_app`` through :func:`tests.e2e.servers.serve_app`) each
 on their own uvicorn thread, and ``concurrency`` client workers on the main
 thread's event loop sharing one ``httpx2.AsyncClient`` pool. Workers mix
 
@@ -67,7 +67,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.typing import Origin
 
-from tests.e2e.servers import app_config, running_app
+from tests.e2e.servers import app_config, serve_app
 from verifier.app import create_app
 from verifier.config import AppConfig
 from verifier.refresh import token_key
@@ -937,7 +937,7 @@ def run_soak(profile: Profile | None = None) -> dict[str, Any]:
         app = create_app(config, issuer_transport=CountingTransport(ledger))
         probe = ServerProbe(app)
         # After DevIssuer.serve: uvicorn's dictConfig replaces the "uvicorn" handlers.
-        with capture.attached("", "uvicorn"), running_app(probe) as base_url:
+        with capture.attached("", "uvicorn"), serve_app(probe) as base_url:
             load = Load(profile, issuer, ledger, base_url)
             timing = asyncio.run(load.run(probe))
             edge = app.state.edge

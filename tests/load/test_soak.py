@@ -17,7 +17,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 from websockets.typing import Origin
 
-from tests.e2e.servers import app_config, dev_issuer, running_app
+from tests.e2e.servers import app_config, dev_issuer, serve_app
 from tests.load.soak import (
     FD_TOLERANCE,
     RSS_BOUND_MB,
@@ -154,7 +154,7 @@ def test_refused_websocket_upgrade_logs_no_server_error() -> None:
         logger = logging.getLogger("uvicorn")
         logger.addHandler(handler)
         try:
-            with running_app(create_app(app_config(issuer))) as url:
+            with serve_app(create_app(app_config(issuer))) as url:
                 ws_url = url.replace("http://", "ws://", 1) + "/ws"
                 with pytest.raises(InvalidStatus) as refused:
                     connect(
