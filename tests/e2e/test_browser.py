@@ -9,20 +9,20 @@ both servers share the wall clock, so nothing can advance it for them.
 
 Chromium is Debian's, found or installed by :mod:`tests.e2e.browser`; when
 it (or Playwright) is missing these tests skip with the reason, and fail
-under ``CI=true``.
+under CI (:func:`tests.ci.under_ci`).
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.ci import skip_or_fail
 from tests.e2e.browser import BrowserUnavailable, ensure_chromium, launch
 from tests.e2e.servers import app_config, dev_issuer, serve_app
 from verifier.app import create_app
@@ -40,23 +40,16 @@ SKEW = 1.0
 ACTION_TIMEOUT_MS = 10_000
 
 
-def unavailable(reason: str) -> NoReturn:
-    """Skip with ``reason``; under CI a missing browser is a broken setup, so fail."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"browser tests cannot run under CI: {reason}")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        unavailable("Playwright is not installed (pip install -e '.[dev]')")
+        skip_or_fail("Playwright is not installed (pip install -e '.[dev]')")
     try:
         executable = ensure_chromium()
     except BrowserUnavailable as exc:
-        unavailable(exc.reason)
+        skip_or_fail(exc.reason)
     with sync_playwright() as playwright:
         chromium = launch(playwright, executable)
         try:
