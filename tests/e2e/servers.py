@@ -42,9 +42,12 @@ def serve_app(app: ASGIApp, *, host: str = "127.0.0.1") -> Iterator[str]:
 
 
 @contextmanager
-def dev_issuer() -> Iterator[DevIssuer]:
-    """A DevIssuer on real uvicorn whose default user is Ada, in two organizations."""
-    with DevIssuer.serve(port=0) as issuer:
+def dev_issuer(**options: Any) -> Iterator[DevIssuer]:
+    """A DevIssuer on real uvicorn whose default user is Ada, in two organizations.
+
+    ``options`` go to :class:`~verifier.testing.DevIssuer` (e.g. its ``clock``).
+    """
+    with DevIssuer.serve(port=0, **options) as issuer:
         issuer.add_user(
             "ada",
             email="ada@example.com",
