@@ -44,6 +44,8 @@ def summarize(
     summary: dict[str, Any] = {
         "profile": asdict(profile),
         "wall_seconds": round(timing["wall"], 2),
+        # The steady phase outlasts its share of the duration on a slow machine.
+        "steady_seconds": round(min(load.boundary - load.start, timing["wall"]), 2),
         "requests": {
             "total": total,
             "http": http_requests,
@@ -145,6 +147,10 @@ def refresh_accounting(load: Load, issuer_end: dict[str, int]) -> dict[str, Any]
             "min_seconds_between_refreshes": round(min(gaps), 2) if gaps else None,
             "issuer_grants": at_boundary["refresh_grants"],
             "calls_spanning_boundary": spanning,
+            # How close the slowest call came to refresh.timeout (a margin, not a check).
+            "slowest_call_seconds": round(
+                max((c.ended - c.started for c in steady if c.ended), default=0.0), 2
+            ),
             "reuse_detected": at_boundary["reuse_detected"],
             "revoked_families": at_boundary["revoked_families"],
             "relogins": load.relogins["steady"],

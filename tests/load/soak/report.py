@@ -94,7 +94,8 @@ def format_table(summary: dict[str, Any]) -> str:
     busy, idle = steady["grants_per_busy_family"], steady["grants_per_idle_family"]
     fds, rss, tasks = res["fds"], res["rss_mb"], res["server_tasks"]
     rows = {
-        "duration, concurrency": f"{p['duration']:g} s ({summary['wall_seconds']} s wall), "
+        "duration, concurrency": f"{p['duration']:g} s ({summary['wall_seconds']} s wall, "
+        f"{summary['steady_seconds']} s steady), "
         f"{p['concurrency']} connections, {p['users']} token families "
         f"({p['idle_users']} visited only once expired)",
         "requests": f"{r['total']} ({r['http']} HTTP, {r['websocket']} WebSocket upgrades), "
@@ -111,7 +112,8 @@ def format_table(summary: dict[str, Any]) -> str:
         f"{r['by_action'].get('unknown_kid', 0)} unknown-kid requests (keys.cooldown)",
         "refresh while up": f"{steady['issuer_calls']} issuer calls, {steady['grants']} grants: "
         f"{steady['calls_per_rotation']} call per rotation, {steady['duplicate_calls']} "
-        f"duplicate, {steady['undelivered_grants']} undelivered",
+        f"duplicate, {steady['undelivered_grants']} undelivered; slowest call "
+        f"{steady['slowest_call_seconds']} s (refresh.timeout {p['refresh_timeout']:g} s)",
         "refresh calls per family while up": f"busy {busy['min']}/{busy['median']}/{busy['max']}"
         f", idle {idle['min']}/{idle['median']}/{idle['max']} (min/median/max); "
         f"{steady['families_refreshed']}/{steady['families']} families; closest two "

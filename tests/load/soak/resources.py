@@ -49,7 +49,8 @@ class ServerProbe:
         async def count() -> int:
             return len(asyncio.all_tasks()) - 1
 
-        return asyncio.run_coroutine_threadsafe(count(), self.loop).result(timeout=5)
+        # A deadline for a loop that stopped answering, not a figure.
+        return asyncio.run_coroutine_threadsafe(count(), self.loop).result(timeout=30)
 
 
 class LogCapture(logging.Handler):

@@ -59,9 +59,9 @@ def run_soak(profile: Profile | None = None) -> dict[str, Any]:
             refresher = asdict(edge.refresher.stats) if edge.refresher is not None else {}
         issuer_end = asdict(issuer.stats)
     fds_after_stop = open_fds()
-    for _ in range(50):  # sockets of just-stopped threads close asynchronously
-        if fds_after_stop <= fds_before_start + FD_TOLERANCE:
-            break
+    settled = time.monotonic() + profile.settle
+    # Sockets of just-stopped threads close asynchronously: wait for them (bounded).
+    while fds_after_stop > fds_before_start + FD_TOLERANCE and time.monotonic() < settled:
         time.sleep(0.1)
         fds_after_stop = open_fds()
     threads_after = threading.active_count()
@@ -116,7 +116,7 @@ async def worker(load: Load, seed: int) -> None:
         "ws_bad": load.act_ws_bad,
     }
     cap = load.profile.operation_cap
-    while time.monotonic() < load.deadline and load.operations < cap:
+    while not load.finished.is_set() and load.operations < cap:
         load.operations += 1
         await actions[rng.choices(names, weights)[0]](rng)
 
@@ -130,33 +130,50 @@ def set_issuer(load: Load, state: str) -> None:
 
 
 def flap(load: Load, stop: threading.Event) -> None:
-    """From the boundary on: up for flap_up, down for flap_down (DOWN_MODES in turn).
+    """The run's timeline: the steady phase, then the issuer up and down; then the end.
+
+    What the checks need is counted, not timed, so a slow machine makes the
+    run longer, never different. **Steady** lasts its share of ``duration``
+    and, beyond that, until every busy family has been refreshed once (at
+    most ``steady_wait`` longer). **Flapping** lasts the rest of ``duration``
+    and at least one turn of each of :data:`~.profile.DOWN_MODES`: up for
+    ``flap_up``, down for ``flap_down``, in turn. Then the issuer stays up
+    until every call a down issuer held has ended (the app gave up on it, at
+    ``refresh.timeout``) and ``flap_up`` more, so replays after a lost answer
+    show. Then :attr:`Load.finished` stops the workers.
 
     A thread, not a task: the workers keep the client loop busy, and a late
     switch would blur the line between the phases.
     """
     profile = load.profile
-    if stop.wait(max(0.0, load.boundary - time.monotonic())):
-        return
-    load.boundary = time.monotonic()
-    load.boundary_stats = asdict(load.issuer.stats)
-    modes = itertools.cycle(DOWN_MODES)
-    cycles = int(profile.duration / (profile.flap_up + profile.flap_down)) + 2
+    planned = load.start + profile.duration * profile.steady_fraction
     try:
-        for _ in range(cycles):
-            # The run ends up for at least flap_up: replays after a loss show.
-            if stop.wait(profile.flap_up) or (
-                load.deadline - time.monotonic() < profile.flap_down + profile.flap_up
-            ):
+        while time.monotonic() < planned or not load.busy_refreshed():
+            if time.monotonic() >= planned + profile.steady_wait or stop.wait(0.05):
                 break
-            mode = next(modes)
+        load.boundary = time.monotonic()
+        load.boundary_stats = asdict(load.issuer.stats)
+        flapping_until = load.boundary + profile.duration * (1 - profile.steady_fraction)
+        for mode in itertools.cycle(DOWN_MODES):
+            if stop.wait(profile.flap_up):
+                return
+            every_mode_flapped = set(load.flaps) == set(DOWN_MODES)
+            room = flapping_until - time.monotonic()
+            if every_mode_flapped and room < profile.flap_down + profile.flap_up:
+                break
             set_issuer(load, mode)
             load.flaps[mode] += 1
             if stop.wait(profile.flap_down):
-                break
+                return
             set_issuer(load, "up")
+        held_until = time.monotonic() + profile.fail_delay + profile.client_timeout
+        while load.ledger.in_flight() and time.monotonic() < held_until:
+            if stop.wait(0.05):
+                return
+        stop.wait(profile.flap_up)
     finally:
         set_issuer(load, "up")
+        load.finished.set()
 
 
 async def drive(load: Load, probe: ServerProbe) -> dict[str, Any]:
@@ -168,10 +185,10 @@ async def drive(load: Load, probe: ServerProbe) -> dict[str, Any]:
     )
     # A cookie jar that keeps nothing: each family's cookies travel in its own header.
     blocking = _blocking_jar()
-    warm = httpx2.AsyncClient(timeout=10.0, trust_env=False, cookies=blocking)
+    timeout = profile.client_timeout
+    warm = httpx2.AsyncClient(timeout=timeout, trust_env=False, cookies=blocking)
     async with warm:
         load.client = warm
-        load.start = load.boundary = load.deadline = time.monotonic() + 3600
         await load.act_page(random.Random(0))
         await load.act_ws_valid(random.Random(0))
     baseline = await idle_snapshot(load, probe, None)
@@ -183,23 +200,22 @@ async def drive(load: Load, probe: ServerProbe) -> dict[str, Any]:
     load.denied.clear()
 
     async with httpx2.AsyncClient(
-        timeout=10.0, limits=limits, trust_env=False, cookies=blocking
+        timeout=timeout, limits=limits, trust_env=False, cookies=blocking
     ) as client:
         load.client = client
         load.start = time.monotonic()
-        load.boundary = load.start + profile.duration * profile.steady_fraction
-        load.deadline = load.start + profile.duration
         stop = threading.Event()
         flapper = threading.Thread(target=flap, args=(load, stop), name="soak-flapper")
         flapper.start()
         try:
-            async with asyncio.timeout(profile.duration + 60):
+            # A hard bound on the whole load: the phases' own deadlines plus a margin.
+            async with asyncio.timeout(profile.duration + profile.steady_wait + 120):
                 await asyncio.gather(
                     *(worker(load, profile.seed * 100_003 + n) for n in range(profile.concurrency))
                 )
         finally:
             stop.set()
-            flapper.join(10)
+            flapper.join(profile.client_timeout)
         wall = time.monotonic() - load.start
     after = await idle_snapshot(load, probe, baseline)
     return {"wall": wall, "idle_before": baseline, "idle_after": after}

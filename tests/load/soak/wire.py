@@ -103,6 +103,10 @@ class Ledger:
         family.seen.add(digest)
         self.owner[digest] = family
 
+    def in_flight(self) -> int:
+        """Calls to the issuer not answered (or given up on) yet."""
+        return sum(1 for call in list(self.calls) if not call.ended)
+
 
 class CountingTransport(httpx2.AsyncBaseTransport):
     """The app's ``issuer_transport``: real HTTP, with every /token call recorded."""
