@@ -24,9 +24,8 @@ from starlette.types import Receive, Scope, Send
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from tests.e2e import serve_app
 from tests.e2e.nginx import NginxServer, running_nginx
-from tests.e2e.servers import app_config, dev_issuer, running_app
+from tests.e2e.servers import app_config, dev_issuer, serve_app
 from verifier.app import EdgeState, create_app
 from verifier.cookies import CHUNK_SIZE
 from verifier.testing import DevIssuer
@@ -150,7 +149,7 @@ def running_stack() -> Iterator[Stack]:
         upstream = Upstream()
         app = create_app(config)
         with (
-            running_app(app) as app_url,
+            serve_app(app) as app_url,
             serve_app(upstream) as upstream_url,
             running_nginx(
                 app=urlsplit(app_url).netloc, upstream=urlsplit(upstream_url).netloc
