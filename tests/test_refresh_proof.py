@@ -29,8 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from tests.e2e import serve_app
-from tests.e2e.servers import app_config, dev_issuer, running_app
+from tests.e2e.servers import app_config, dev_issuer, serve_app
 from verifier.app import create_app
 from verifier.config import AppConfig
 from verifier.errors import RefreshFailed
@@ -114,7 +113,7 @@ def running() -> Iterator[Running]:
         # cannot see one expire in the middle of a test.
         refresh = config.refresh.model_copy(update={"timeout": 60.0})
         app = create_app(config.model_copy(update={"refresh": refresh}))
-        with running_app(app) as url:
+        with serve_app(app) as url:
             yield Running(issuer, url, app.state.edge.stats)
 
 
