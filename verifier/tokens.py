@@ -358,7 +358,9 @@ class TokenVerifier:
         self.profile: Profile = get_profile(profile) if isinstance(profile, str) else profile
         self.claims_mapper: ClaimsMapper = claims_mapper or self.profile.map_claims
         self.tenants = frozenset(tenants)
-        self.context = ProfileContext(settings, client_id=client_id, tenants=self.tenants)
+        self.context = ProfileContext(
+            settings, client_id=client_id, tenants=self.tenants, issuer=issuer
+        )
         #: The claim holding the audience; ``None`` when none is checked (explicit opt-in).
         self.audience_claim: str | None = (
             None if audience_claim == "none" else (audience_claim or self.profile.audience_claim)

@@ -139,13 +139,15 @@ class ProfileContext:
 
     ``settings`` is the ``claims`` config section, ``client_id`` the app's
     OAuth client id (``auth.client_id``), ``tenants`` the accepted tenants
-    (``auth.tenants``). ``roles_path`` and ``permissions_path`` are
+    (``auth.tenants``), ``issuer`` the configured ``auth.issuer`` (Entra's may
+    hold ``{tenantid}``). ``roles_path`` and ``permissions_path`` are
     ``claims.roles`` / ``claims.permissions`` parsed once.
     """
 
     settings: ClaimsSettings
     client_id: str | None = None
     tenants: frozenset[str] = frozenset()
+    issuer: str = ""
     roles_path: tuple[str, ...] | None = field(init=False)
     permissions_path: tuple[str, ...] | None = field(init=False)
 
