@@ -6,6 +6,9 @@ Issuer-specific behaviour lives in one test file per profile beside this one.
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Mapping
 from typing import Annotated, Any
 from urllib.parse import unquote
@@ -535,3 +538,21 @@ def test_the_readme_claims_mapper_example_builds_this_session(issuer: DevIssuer)
     assert session.active_organization == session.organizations[0]
     assert (session.roles, session.permissions) == (("ops",), ("deploy",))
     assert session.token_scopes == ("deploy:read",)
+
+
+def test_the_profiles_bench_runs_for_every_profile() -> None:
+    env = {**os.environ, "APP_CONFIG_ENV_FILE": str(REPO / "bench" / "no-such.env")}
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.profiles", "--quick"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in PART_ONE:
+        assert f"\n{name} " in result.stdout
+    assert "cached / jwtedge" in result.stdout
