@@ -27,7 +27,7 @@ import random
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -65,6 +65,7 @@ from .bake import (
     write_json_file,
 )
 from .bake import bake as run_bake
+from .detect import PROFILE_VAR, describe, detect
 
 __all__ = ["EXIT_CODES", "Seams", "app", "main", "make_fetcher"]
 
@@ -334,6 +335,14 @@ def bake(
         ),
     ] = False,
     allow_loopback: AllowLoopbackOption = False,
+    write_profile: Annotated[
+        bool,
+        typer.Option(
+            "--write-profile",
+            help=f"Also write {PROFILE_VAR}, the claims profile of the issuer the bake "
+            "recognised (never written without this option).",
+        ),
+    ] = False,
     timeout: TimeoutOption = 5.0,
     deadline: DeadlineOption = 30.0,
 ) -> None:
@@ -345,6 +354,10 @@ def bake(
     stdout when none is chosen. Only the issuer is read from the environment
     (or from the env file), never the whole config, so a broken bake can be
     repaired. Fails closed: nothing is written unless the whole bake succeeds.
+
+    The bake also recognises the issuer (Clerk, Keycloak, Entra, ...) from its
+    URL and discovery document and prints the claims profile and the settings
+    it needs; --write-profile writes the profile with the keys.
     """
     seams = _seams(ctx)
     _check_timing(timeout, deadline)
@@ -372,6 +385,8 @@ def bake(
                 "the app will fetch keys at run time"
             )
             raise typer.Exit(OK) from None
+        if jwks_url is None:
+            _suggest_jwks_url(issuer)
         _exit(ISSUER, _key_failure(exc, source, "cannot bake keys"))
     except JWKSInvalid as exc:
         _say(f"jwtedge: {_key_failure(exc, source, 'cannot bake keys')}", "bold red")
@@ -382,6 +397,7 @@ def bake(
         _warn(f"{len(result.jwks.skipped)} key(s) not baked:")
         _name_skipped(result.jwks.skipped, "skipped")
     _summary(result)
+    result = _recognise(result, issuer, write_profile)
 
     try:
         if env_file is not None:
@@ -398,6 +414,34 @@ def bake(
     if env_file is None and json_file is None and github_path is None:
         for line in env_lines(result):
             typer.echo(line)
+
+
+def _suggest_jwks_url(issuer: str) -> None:
+    """After a failed discovery: where a recognised issuer publishes its keys, if known."""
+    detection = detect(issuer)
+    if detection is None:
+        return
+    for setting in detection.settings:
+        if setting.name == "--jwks-url":
+            _say(f"{detection.name} publishes its keys elsewhere: try {setting.line()}", "cyan")
+
+
+def _recognise(result: BakeResult, issuer: str, write_profile: bool) -> BakeResult:
+    """Print the detected profile and its settings; set it on the result when asked."""
+    metadata = result.metadata
+    detection = detect(issuer, metadata.document, jwks_uri=metadata.jwks_uri)
+    for line in describe(detection):
+        _say(line, "cyan")
+    if detection is None:
+        if write_profile:
+            _warn(f"--write-profile: no issuer recognised, {PROFILE_VAR} not written")
+        return result
+    if not write_profile:
+        # Never by default: a team whose issuer already emits jwtedge's own claim
+        # shape would lose its organizations to a profile it did not ask for.
+        _say(f"{PROFILE_VAR} not written: pass --write-profile to write it", "dim")
+        return result
+    return replace(result, profile=detection.profile)
 
 
 # -- check --------------------------------------------------------------------
