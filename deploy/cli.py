@@ -601,13 +601,18 @@ def _session_lines(session: Session, now: datetime) -> list[str]:
     lines = [f"user: {user.id}" + (f" ({about})" if about else "")]
     lines.append("organizations:" + ("" if session.organizations else " none"))
     for org in session.organizations:
-        role = org.role or "no role"
-        lines.append(f"  - {org.name} ({org.slug}, id {org.id}): {role}")
+        role = ", ".join(org.roles) or org.role or "no role"
+        active = " [active]" if org == session.active_organization else ""
+        lines.append(f"  - {org.name or org.label} ({org.label}, id {org.id}): {role}{active}")
+        if org.permissions:
+            lines.append("    permissions: " + " ".join(org.permissions))
     lines.append("projects:" + ("" if session.projects else " none"))
     for project in session.projects:
         where = f", organization {project.organization_id}" if project.organization_id else ""
         lines.append(f"  - {project.slug or project.id} (id {project.id}{where})")
     lines.append("scopes: " + (" ".join(session.token_scopes) or "none"))
+    lines.append("roles: " + (" ".join(session.roles) or "none"))
+    lines.append("permissions: " + (" ".join(session.permissions) or "none"))
     if session.session_id:
         lines.append(f"session id: {session.session_id}")
     expires = datetime.fromtimestamp(session.expires_at, UTC)

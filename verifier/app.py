@@ -198,7 +198,7 @@ def _orgs_table(session: Session) -> str:
     if not session.organizations:
         return "<p class=muted>No organizations.</p>"
     rows = "".join(
-        f"<tr><td>{_e(org.name)}</td><td><code>{_e(org.slug)}</code></td>"
+        f"<tr><td>{_e(org.name or org.label)}</td><td><code>{_e(org.label)}</code></td>"
         f"<td>{_e(org.role or 'no role')}</td></tr>"
         for org in session.organizations
     )
@@ -208,7 +208,7 @@ def _orgs_table(session: Session) -> str:
 def _projects_list(session: Session) -> str:
     if not session.projects:
         return "<p class=muted>No projects.</p>"
-    names = {org.id: org.name for org in session.organizations}
+    names = {org.id: org.name or org.label for org in session.organizations}
     items = "".join(
         f"<li><code>{_e(project.slug or project.id)}</code>"
         + (
@@ -310,7 +310,7 @@ def _account(request: Request, session: Session) -> Response:
         ("Email verified", "yes" if user.email_verified else "no"),
         ("Session id", session.session_id or ""),
         ("Scopes", " ".join(session.token_scopes)),
-        ("Organizations", ", ".join(org.name for org in session.organizations)),
+        ("Organizations", ", ".join(org.name or org.label for org in session.organizations)),
         ("Access token expires", _expiry(session)),
     ]
     table = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
@@ -323,6 +323,26 @@ def _account(request: Request, session: Session) -> Response:
 
 def _header_value(value: str) -> str:
     return quote(value, safe=_HEADER_SAFE)
+
+
+#: Largest X-Auth-Roles / X-Auth-Permissions value, in bytes. nginx reads an
+#: auth_request answer's headers into one buffer (proxy_buffer_size, 4 KiB or
+#: 8 KiB by default); two capped lists plus the other X-Auth-* headers fit.
+#: A longer list is cut at a whole entry and X-Auth-Truncated names it.
+LIST_HEADER_CAP = 1024
+
+
+def _header_list(values: Sequence[str], cap: int = LIST_HEADER_CAP) -> tuple[str, bool]:
+    """Comma-joined percent-encoded ``values`` within ``cap`` bytes; and whether any were cut."""
+    kept: list[str] = []
+    size = 0
+    for value in values:
+        encoded = _header_value(value)
+        size += len(encoded) + (1 if kept else 0)
+        if size > cap:
+            return ",".join(kept), True
+        kept.append(encoded)
+    return ",".join(kept), False
 
 
 def _own_origin(request: Request) -> str:
@@ -371,7 +391,7 @@ def _forward_auth(request: Request, edge: EdgeState) -> Response:
     role = request.query_params.get("role") or None
     if role is not None:
         try:
-            validate_role(role)
+            validate_role(role, session.role_ranks)
         except ValueError:
             # A misconfigured proxy rule: fail loudly (nginx turns it into a 500).
             return _forward_refusal(ConfigInvalid("the role query parameter names an unknown role"))
@@ -393,18 +413,25 @@ def _forward_auth(request: Request, edge: EdgeState) -> Response:
     if role is not None:
         assert org is not None
         try:
-            require_role(org, role)
+            require_role(org, role, session.role_ranks)
         except AuthzError as exc:
             return _forward_refusal(exc)
     headers = {**_NO_STORE, "X-Auth-User": _header_value(session.user.id)}
     if session.user.email and session.user.email_verified:
         headers["X-Auth-Email"] = _header_value(session.user.email)
     if org is not None:
-        headers["X-Auth-Org"] = _header_value(org.slug)
+        headers["X-Auth-Org"] = _header_value(org.slug or org.id)
         if org.role:
             headers["X-Auth-Role"] = _header_value(org.role)
-    headers["X-Auth-Orgs"] = ",".join(_header_value(o.slug) for o in session.organizations)
+    headers["X-Auth-Orgs"] = ",".join(_header_value(o.slug or o.id) for o in session.organizations)
     headers["X-Auth-Projects"] = ",".join(_header_value(p.id) for p in session.projects)
+    truncated = []
+    for name, values in (("Roles", session.roles), ("Permissions", session.permissions)):
+        headers[f"X-Auth-{name}"], cut = _header_list(values)
+        if cut:
+            truncated.append(name.lower())
+    if truncated:
+        headers["X-Auth-Truncated"] = ",".join(truncated)
     return Response(status_code=200, headers=headers)
 
 

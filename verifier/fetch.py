@@ -123,8 +123,12 @@ def is_loopback_url(url: str) -> bool:
 
 
 def discovery_url(issuer: str) -> str:
-    """``<issuer>/.well-known/openid-configuration`` (one trailing slash dropped, per OIDC)."""
-    return issuer.removesuffix("/") + DISCOVERY_PATH
+    """``<issuer>/.well-known/openid-configuration`` (one trailing slash dropped, per OIDC).
+
+    A multi-tenant Entra issuer (``…/{tenantid}/v2.0``) is discovered at its
+    ``common`` endpoint, whose document names that very template as issuer.
+    """
+    return issuer.replace("{tenantid}", "common").removesuffix("/") + DISCOVERY_PATH
 
 
 def _fallback_jwks_url(issuer: str) -> str:

@@ -41,6 +41,7 @@ from .cookies import (
 )
 from .errors import CSRFRejected, RefreshFailed, TokenExpired, VerifierError
 from .keys import VerificationKey
+from .profiles import ClaimsMapper
 from .refresh import Refresher, refresher_from_config
 from .remote import RemoteKeys
 from .session import Session
@@ -301,6 +302,8 @@ class JWTSessionMiddleware:
 
     ``config`` is required unless a ready ``verifier`` is passed.
     ``on_error(conn, exc)`` replaces the 401/503 API response.
+    ``claims_mapper`` maps verified claims to the session for an issuer no
+    profile covers (see :mod:`verifier.profiles`).
     """
 
     def __init__(
@@ -313,12 +316,15 @@ class JWTSessionMiddleware:
         refresher: Refresher | None = None,
         on_error: OnError | None = None,
         stats: MiddlewareStats | None = None,
+        claims_mapper: ClaimsMapper | None = None,
     ) -> None:
         if config is None:
             config = AppConfig()
+        if verifier is not None and claims_mapper is not None:
+            raise ValueError("pass claims_mapper to the TokenVerifier you pass")
         self.app = app
         self.config = config
-        self.verifier = verifier or TokenVerifier.from_config(config)
+        self.verifier = verifier or TokenVerifier.from_config(config, claims_mapper=claims_mapper)
         if remote is None and config.keys.remote != "never":
             # DESIGN's default: fetch only for an unknown kid (or with nothing baked).
             remote = RemoteKeys.from_config(config, self.verifier.keys)

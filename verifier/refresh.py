@@ -106,8 +106,11 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-def _proof_matches(proof: Mapping[str, Any] | None, claims: Mapping[str, Any]) -> bool:
-    if proof is None or proof.get("sub") != claims.get("sub"):
+def _proof_matches(
+    proof: Mapping[str, Any] | None, claims: Mapping[str, Any], verifier: TokenVerifier
+) -> bool:
+    # Same user by the issuer profile's subject (Okta uid, Entra oid+tid), not raw sub.
+    if proof is None or not verifier.same_subject(proof, claims):
         return False
     sid = claims.get("sid")
     return sid is None or proof.get("sid") == sid
@@ -247,7 +250,7 @@ class InProcessRefresher:
     def _hand_out(
         self, result: RefreshResult, proof: Mapping[str, Any] | None, *, joined: bool = False
     ) -> RefreshResult:
-        if not _proof_matches(proof, result.claims):
+        if not _proof_matches(proof, result.claims, self.verifier):
             self.stats.reuse_refused += 1
             raise RefreshFailed("the old refresh token alone does not get the new tokens")
         if not joined:
@@ -314,7 +317,7 @@ class InProcessRefresher:
             raise RefreshFailed("the token response has no access_token", reason="bad_tokens")
         claims = self.verifier.verify_access(access)
         if proof is not None:
-            if proof.get("sub") != claims.get("sub"):
+            if not self.verifier.same_subject(proof, claims):
                 raise RefreshFailed("the new tokens are for another subject", reason="bad_tokens")
             if proof.get("sid") is not None and proof.get("sid") != claims.get("sid"):
                 raise RefreshFailed("the new tokens are for another session", reason="bad_tokens")
