@@ -42,7 +42,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
-from verifier.config import AppConfig, parse_duration
+from verifier.config import STYTCH_ISSUER, AppConfig, parse_duration
 from verifier.errors import ConfigInvalid, JWKSFetchFailed, JWKSInvalid, VerifierError
 from verifier.fetch import Fetcher, is_loopback_url
 from verifier.jwks import JWKSet, SkippedKey, b64url_decode_lenient
@@ -371,7 +371,9 @@ def bake(
     if not issuer:
         _exit(USAGE, f"no issuer: pass --issuer URL or set {ISSUER_VAR}")
     for name, url in (("issuer", issuer), ("--jwks-url", jwks_url)):
-        if url is not None and not _http_url(url):
+        if url is None or _http_url(url):
+            continue
+        if name != "issuer" or not _stytch_with_keys(url, jwks_url):
             _exit(USAGE, f"the {name} is not an http(s) URL: {url}")
     _skip_loopback((issuer, jwks_url), allow_loopback, "bake skipped, nothing written")
 
@@ -414,6 +416,16 @@ def bake(
     if env_file is None and json_file is None and github_path is None:
         for line in env_lines(result):
             typer.echo(line)
+
+
+def _stytch_with_keys(issuer: str, jwks_url: str | None) -> bool:
+    """Stytch's ``stytch.com/<project>`` issuer: usable with a key URL, which it needs."""
+    if not STYTCH_ISSUER.match(issuer):
+        return False
+    if jwks_url is None:
+        _suggest_jwks_url(issuer)
+        _exit(USAGE, f"{issuer} is not a URL and serves no discovery: pass --jwks-url")
+    return True
 
 
 def _suggest_jwks_url(issuer: str) -> None:
@@ -511,7 +523,9 @@ def check(
     issuer = issuer or current.issuer or (meta.issuer if meta else None)
     if not issuer:
         _exit(USAGE, f"no issuer: pass --issuer URL or set {ISSUER_VAR}")
-    if not _http_url(issuer):
+    if STYTCH_ISSUER.match(issuer) and jwks_url is None and meta is not None:
+        jwks_url = meta.jwks_uri  # Stytch's issuer has no discovery: where the bake fetched
+    if not _http_url(issuer) and not _stytch_with_keys(issuer, jwks_url):
         _exit(USAGE, f"the issuer is not an http(s) URL: {issuer}")
     _skip_loopback((issuer, jwks_url), allow_loopback, "check skipped")
     if meta is not None and meta.issuer != issuer:

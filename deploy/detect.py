@@ -182,6 +182,7 @@ def _clerk_settings(url: _Url | None, document: Mapping[str, Any]) -> list[Setti
             "Clerk's azp: the origin that asked for the token",
         ),
         Setting("APP_CONFIG_COOKIES__ACCESS", "__session", "the cookie Clerk's frontend sets"),
+        Setting("APP_CONFIG_COOKIES__HOST_PREFIX", "never", "Clerk's cookie has no __Host- prefix"),
         Setting(
             "APP_CONFIG_REFRESH__ENABLED",
             "false",
@@ -273,7 +274,17 @@ def _stytch_settings(url: _Url | None, document: Mapping[str, Any]) -> list[Sett
     found = _STYTCH_JWKS.search(_path_of(_text(document, "jwks_uri")))
     if project is None and found:
         project = found.group(1)
-    return [_audience(project or "<your Stytch project id>", "Stytch's aud")]
+    settings = [_audience(project or "<your Stytch project id>", "Stytch's aud")]
+    if project is not None and not found:
+        api = "test.stytch.com" if project.startswith("project-test-") else "api.stytch.com"
+        settings.append(
+            Setting(
+                "--jwks-url",
+                f"https://{api}/v1/b2b/sessions/jwks/{project}",
+                f"B2B; a consumer project's is https://{api}/v1/sessions/jwks/{project}",
+            )
+        )
+    return settings
 
 
 def _descope_document(document: Mapping[str, Any]) -> str | None:

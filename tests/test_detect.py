@@ -253,6 +253,7 @@ def test_clerk_needs_its_session_cookie_and_no_refresh() -> None:
     clerk = settings_of("https://humble-owl-12.clerk.accounts.dev")
     assert clerk[PROFILE_VAR] == "clerk"
     assert clerk["APP_CONFIG_COOKIES__ACCESS"] == "__session"
+    assert clerk["APP_CONFIG_COOKIES__HOST_PREFIX"] == "never"
     assert clerk["APP_CONFIG_REFRESH__ENABLED"] == "false"
     assert clerk["APP_CONFIG_AUTH__AUDIENCE"].startswith("<")
 

@@ -1,0 +1,48 @@
+"""Shared by the profiles whose tokens carry one organization: the active one.
+
+Clerk, WorkOS, Kinde, Stytch and Logto put the organization the user is
+working in (and only that one) in the token. Its roles and permissions are
+the session's too, so ``requires_roles`` / ``requires_permissions`` read them
+without the app knowing which organization is current.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import ClaimsInvalid
+from .base import Organization, SessionParts
+
+__all__ = ["active_organization_parts", "mapping_claim", "required_string"]
+
+
+def active_organization_parts(
+    org: Organization | None, *, scopes: tuple[str, ...] = ()
+) -> SessionParts:
+    """Parts for a token holding at most one organization, which is the active one."""
+    if org is None:
+        return SessionParts(scopes=scopes)
+    return SessionParts(
+        organizations=(org,),
+        active_organization=org,
+        roles=org.roles,
+        permissions=org.permissions,
+        scopes=scopes,
+    )
+
+
+def mapping_claim(value: object, claim: str) -> Mapping[str, Any] | None:
+    """A JSON object claim; ``None`` when absent, ``claims_invalid`` for any other type."""
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        return value
+    raise ClaimsInvalid(f"claim {claim!r} is not an object", claim=claim)
+
+
+def required_string(value: object, claim: str) -> str:
+    """A non-empty string; ``claims_invalid`` otherwise (missing included)."""
+    if type(value) is str and value:
+        return value
+    raise ClaimsInvalid(f"claim {claim!r} must be a non-empty string", claim=claim)
