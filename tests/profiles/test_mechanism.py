@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
+from tests.conftest import REPO
 from tests.profiles.helpers import NOW, config, refused, sign, verifier
 from verifier.app import LIST_HEADER_CAP, create_app
 from verifier.authz import requires_org, requires_permissions, requires_roles
@@ -510,3 +511,27 @@ def test_forward_auth_names_an_organization_without_a_slug_by_its_id(issuer: Dev
 
     assert response.headers["x-auth-orgs"] == "t-1"
     assert response.headers["x-auth-org"] == "t-1"
+
+
+def test_the_readme_claims_mapper_example_builds_this_session(issuer: DevIssuer) -> None:
+    readme = (REPO / "README.md").read_text("utf-8")
+    block = next(
+        part.split("```", 1)[0]
+        for part in readme.split("```python")
+        if "def house_claims" in part.split("```", 1)[0]
+    )
+    namespace: dict[str, Any] = {}
+    # The example ends by installing the middleware on the reader's app.
+    exec(block.partition("app.add_middleware")[0], namespace)  # noqa: S102 - our README
+    tv = TokenVerifier.from_config(
+        config(issuer, profile="jwtedge", iss=ISS, audience="api"),
+        now=lambda: NOW,
+        claims_mapper=namespace["house_claims"],
+    )
+
+    session = tv.session(sign(issuer, {**HOUSE, "scope": "deploy:read"}))
+
+    assert session.organizations == (Organization("t-1", None, "Blue team"),)
+    assert session.active_organization == session.organizations[0]
+    assert (session.roles, session.permissions) == (("ops",), ("deploy",))
+    assert session.token_scopes == ("deploy:read",)
