@@ -46,6 +46,7 @@ from verifier.config import STYTCH_ISSUER, AppConfig, parse_duration
 from verifier.errors import ConfigInvalid, JWKSFetchFailed, JWKSInvalid, VerifierError
 from verifier.fetch import Fetcher, is_loopback_url
 from verifier.jwks import JWKSet, SkippedKey, b64url_decode_lenient
+from verifier.profiles import get_profile
 from verifier.session import Session
 from verifier.tokens import TokenVerifier
 
@@ -636,6 +637,29 @@ def _session_lines(session: Session, now: datetime) -> list[str]:
     return lines
 
 
+def _with_profile(config: AppConfig, name: str) -> AppConfig:
+    """``config`` with ``claims.profile`` replaced; a usage error naming the known ones."""
+    try:
+        get_profile(name)
+    except KeyError as exc:
+        _exit(USAGE, f"--profile: {exc.args[0]}")
+    claims = config.claims.model_copy(update={"profile": name})
+    return config.model_copy(update={"claims": claims})
+
+
+def _mapping_preview(
+    verifier: TokenVerifier, claims: Mapping[str, Any], id_claims: Mapping[str, Any] | None
+) -> Session | VerifierError:
+    """How the profile reads claims that did not verify: for display only, labelled so."""
+    try:
+        verifier.subject(claims)  # claims_invalid when the profile's subject is missing
+        exp = claims.get("exp")
+        dated = claims if type(exp) in (int, float) else {**claims, "exp": 0}
+        return verifier._build_session(dated, id_claims)
+    except VerifierError as exc:
+        return exc
+
+
 def _json_text(value: object) -> str:
     return orjson.dumps(value, option=orjson.OPT_INDENT_2).decode("utf-8")
 
@@ -673,6 +697,17 @@ def inspect(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print one JSON document for machines.")
     ] = False,
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            "--profile",
+            metavar="NAME",
+            help="Map the claims with this issuer profile instead of APP_CONFIG_CLAIMS__PROFILE "
+            "(clerk, keycloak, entra...); a token that does not verify is still mapped, "
+            "labelled unverified.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Decode a token, verify it against the bake and show the session.
 
@@ -680,6 +715,8 @@ def inspect(
     whether the token verifies against the baked keys and the app's config
     (issuer, audience, expiry...). The token itself and its signature are
     never printed. Exit 0 valid, 1 invalid, 2 usage or configuration error.
+    With --profile NAME the claims are mapped by that issuer profile, so you
+    can see how a token reads before switching.
     """
     if ctx.args:
         # Never echo them: a stray argument may be a token.
@@ -695,7 +732,13 @@ def inspect(
     if config.auth.jwks is None:
         _exit(USAGE, "no baked keys in the config (APP_CONFIG_AUTH__JWKS): run jwtedge bake")
     now = seams.now()
-    verifier = TokenVerifier.from_config(config, now=lambda: seams.now().timestamp())
+    if profile is not None:
+        config = _with_profile(config, profile)
+    try:
+        verifier = TokenVerifier.from_config(config, now=lambda: seams.now().timestamp())
+    except ValueError as exc:
+        # Only a --profile the rest of the config does not suit gets here.
+        _exit(USAGE, f"--profile {profile}: {exc}")
 
     error: VerifierError | None = None
     session: Session | None = None
@@ -707,11 +750,19 @@ def inspect(
     decoded = {"access_token": _unverified(access), "id_token": None}
     if id_tok is not None:
         decoded["id_token"] = _unverified(id_tok)
+    preview: Session | VerifierError | None = None
+    access_claims = decoded["access_token"]["claims"] if decoded["access_token"] else None
+    if profile is not None and error is not None and access_claims:
+        id_parts = decoded["id_token"]
+        preview = _mapping_preview(
+            verifier, access_claims, id_parts["claims"] if id_parts else None
+        )
     if json_output:
         document = {
             "valid": error is None,
             "verdict": "valid" if error is None else "invalid",
             "error": None if error is None else {"code": error.code, "message": error.message},
+            "profile": verifier.profile.name,
             "session": session.to_dict() if session is not None else None,
             **{
                 name: None
@@ -720,6 +771,12 @@ def inspect(
                 for name, parts in decoded.items()
             },
         }
+        if preview is not None:
+            document["unverified_session"] = (
+                preview.to_dict()
+                if isinstance(preview, Session)
+                else {"error": {"code": preview.code, "message": preview.message}}
+            )
         typer.echo(_json_text(document))
     else:
         for name, parts in decoded.items():
@@ -734,9 +791,16 @@ def inspect(
             typer.echo("verdict: valid")
         else:
             typer.echo(f"verdict: invalid ({error.code}): {error.message}")
+        typer.echo(f"profile: {verifier.profile.name}")
         if session is not None:
             for line in _session_lines(session, now):
                 typer.echo(line)
+        elif isinstance(preview, Session):
+            typer.echo("mapped from the unverified claims (the token did not verify):")
+            for line in _session_lines(preview, now):
+                typer.echo(f"  {line}")
+        elif preview is not None:
+            typer.echo(f"the unverified claims do not map ({preview.code}): {preview.message}")
     if error is not None:
         raise typer.Exit(FAILED)
 
