@@ -31,6 +31,7 @@ from deploy.bake import JWKS_META_VAR, JWKS_VAR, PROFILE_VAR
 from deploy.cli import Seams, app
 from deploy.detect import PROFILES, Setting, describe, detect, match_discovery, match_url
 from deploy.run import serve_in_thread
+from verifier.profiles import profile_names
 from verifier.testing import DevIssuer
 
 from . import discovery_shapes as shapes
@@ -97,6 +98,10 @@ def test_issuer_url_names_its_profile(url: str, profile: str) -> None:
 def test_every_profile_has_a_host_or_path_rule() -> None:
     assert {profile for _, profile in URLS} == set(PROFILES)
     assert len(PROFILES) == 15
+
+
+def test_detection_names_every_issuer_profile_the_registry_holds() -> None:
+    assert {*PROFILES, "jwtedge"} == set(profile_names())
 
 
 @pytest.mark.parametrize(

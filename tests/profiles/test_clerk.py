@@ -20,6 +20,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from tests.profiles.helpers import NOW, refused, session_dict, sign, verifier
+from verifier.authz import requires_permissions
 from verifier.config import AppConfig
 from verifier.jwks import parse_jwks
 from verifier.middleware import JWTSessionMiddleware
@@ -327,3 +328,31 @@ def test_the_session_cookie_authenticates_a_page_with_refresh_off(issuer: DevIss
 
     assert response.status_code == 200
     assert response.json() == {"user": USER, "org": "example-org"}
+
+
+def test_requires_permissions_reads_the_permissions_decoded_from_fpm(issuer: DevIssuer) -> None:
+    @requires_permissions("org:magic_links:create")
+    async def magic(request: Request) -> JSONResponse:
+        return JSONResponse({"ok": True})
+
+    @requires_permissions("org:magic_links:delete")
+    async def purge(request: Request) -> JSONResponse:
+        return JSONResponse({"ok": True})
+
+    cfg = AppConfig(
+        auth={"issuer": ISS, "audience": [ORIGIN], "jwks": parse_jwks(issuer.jwks())},
+        claims={"profile": "clerk"},
+        keys={"remote": "never"},
+        refresh={"enabled": False},
+    )
+    tv = TokenVerifier.from_config(cfg, now=lambda: NOW)
+    inner = Starlette(routes=[Route("/api/magic", magic), Route("/api/purge", purge)])
+    headers = {"Authorization": f"Bearer {sign(issuer, V2)}"}
+
+    with TestClient(JWTSessionMiddleware(inner, cfg, verifier=tv)) as client:
+        allowed = client.get("/api/magic", headers=headers)
+        denied = client.get("/api/purge", headers=headers)
+
+    assert allowed.status_code == 200
+    assert denied.status_code == 403
+    assert denied.json()["error"] == "insufficient_scope"

@@ -95,6 +95,14 @@ def test_tenants_are_organizations_and_dct_is_the_active_one(issuer: DevIssuer) 
     }
 
 
+def test_descopes_tenant_admin_ranks_as_admin(issuer: DevIssuer) -> None:
+    session = descope(issuer).session(sign(issuer, SESSION))
+    acme, globex = session.organizations
+
+    assert acme.rank_in(session.role_ranks) == 2
+    assert globex.rank_in(session.role_ranks) == 0  # a custom role ranks lowest
+
+
 def test_without_a_selected_tenant_none_is_active(issuer: DevIssuer) -> None:
     claims = {k: v for k, v in SESSION.items() if k != "dct"}
 

@@ -14,8 +14,17 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
 
-from tests.profiles.helpers import refused, session_dict, sign, verifier
+from tests.profiles.helpers import NOW, refused, session_dict, sign, verifier
+from verifier.authz import requires_org
+from verifier.config import AppConfig
+from verifier.jwks import parse_jwks
+from verifier.middleware import JWTSessionMiddleware
 from verifier.testing import DevIssuer
 from verifier.tokens import TokenVerifier
 
@@ -204,3 +213,29 @@ def test_a_claim_of_the_wrong_shape_is_claims_invalid(
 
     assert error.code == "claims_invalid"
     assert named in error.message
+
+
+# -- requires_org ranks by PropelAuth's roles ----------------------------------------------------
+
+
+def test_requires_org_admin_passes_an_owner_and_refuses_a_member(issuer: DevIssuer) -> None:
+    @requires_org(role="Admin", path_param="org")
+    async def settings(request: Request) -> JSONResponse:
+        return JSONResponse({"org": request.state.org.slug})
+
+    cfg = AppConfig(
+        auth={"issuer": ISS, "audience_claim": "none", "jwks": parse_jwks(issuer.jwks())},
+        claims={"profile": "propelauth"},
+        keys={"remote": "never"},
+    )
+    tv = TokenVerifier.from_config(cfg, now=lambda: NOW)
+    inner = Starlette(routes=[Route("/api/orgs/{org}/settings", settings)])
+    headers = {"Authorization": f"Bearer {sign(issuer, ACCESS)}"}
+
+    with TestClient(JWTSessionMiddleware(inner, cfg, verifier=tv)) as client:
+        owner = client.get("/api/orgs/personal-fa0h1m/settings", headers=headers)
+        member = client.get(f"/api/orgs/{ACME}/settings", headers=headers)
+
+    assert (owner.status_code, owner.json()) == (200, {"org": "personal-fa0h1m"})
+    assert member.status_code == 403
+    assert member.json()["code"] == "role_insufficient"

@@ -13,11 +13,20 @@ token.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from ..errors import ClaimsInvalid, TokenTypeInvalid
 from ._single import mapping_claim
-from .base import Organization, Profile, ProfileContext, SessionParts, optional_string, string_list
+from .base import (
+    DEFAULT_ROLE_RANKS,
+    Organization,
+    Profile,
+    ProfileContext,
+    SessionParts,
+    optional_string,
+    string_list,
+)
 
 __all__ = ["PROFILE", "REFRESH_TOKEN_DRN", "DescopeProfile"]
 
@@ -48,6 +57,9 @@ class DescopeProfile(Profile):
         "https://docs.descope.com/management/tenant-management/tenants",
         "https://github.com/descope/node-sdk/blob/main/lib/constants.ts",
     )
+
+    #: The default ranking plus Descope's built-in tenant role.
+    role_ranks = MappingProxyType({**DEFAULT_ROLE_RANKS, "Tenant Admin": 2})
 
     def map_claims(
         self,
