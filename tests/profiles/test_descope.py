@@ -183,3 +183,14 @@ def test_a_claim_of_the_wrong_shape_is_claims_invalid(
 
     assert error.code == "claims_invalid"
     assert named in error.message
+
+
+def test_an_error_never_echoes_a_long_or_control_character_tenant_id(issuer: DevIssuer) -> None:
+    hostile = "T\n" + "x" * 500
+
+    error = refused(descope(issuer), sign(issuer, {**SESSION, "tenants": {hostile: "admin"}}))
+
+    assert error.code == "claims_invalid"
+    assert "tenants.<key>" in error.message
+    assert "\n" not in error.message
+    assert "x" * 100 not in error.message

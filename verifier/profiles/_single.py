@@ -14,7 +14,18 @@ from typing import Any
 from ..errors import ClaimsInvalid
 from .base import Organization, SessionParts
 
-__all__ = ["active_organization_parts", "mapping_claim", "required_string"]
+__all__ = ["active_organization_parts", "key_label", "mapping_claim", "required_string"]
+
+_MAX_KEY_LABEL = 64
+
+
+def key_label(key: str) -> str:
+    """A map key from a token, as errors may name it: short and printable, or ``<key>``.
+
+    Keys (tenant ids, org ids, project ids) come from the token: an error
+    message must not carry an arbitrarily long or control-character key.
+    """
+    return key if len(key) <= _MAX_KEY_LABEL and key.isprintable() else "<key>"
 
 
 def active_organization_parts(

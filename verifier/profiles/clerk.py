@@ -52,7 +52,7 @@ def _org_features(fea: object) -> list[str]:
         scope, colon, feature = part.partition(":")
         if not colon or not feature:
             raise ClaimsInvalid(
-                f"claim 'fea' has an element without a scope: {part!r}", claim="fea"
+                "claim 'fea' has an element without a scope (o:, u: or uo:)", claim="fea"
             )
         if "o" in scope:
             features.append(feature)

@@ -17,7 +17,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ..errors import ClaimsInvalid, TokenTypeInvalid
-from ._single import mapping_claim
+from ._single import key_label, mapping_claim
 from .base import (
     DEFAULT_ROLE_RANKS,
     Organization,
@@ -35,7 +35,7 @@ REFRESH_TOKEN_DRN = "DSR"  # noqa: S105 - a token kind, not a secret
 
 
 def _tenant(tenant_id: str, value: object) -> Organization:
-    claim = f"tenants.{tenant_id}"
+    claim = f"tenants.{key_label(tenant_id)}"
     grants = mapping_claim(value, claim)
     if grants is None:
         raise ClaimsInvalid(f"claim {claim!r} is not an object", claim=claim)

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..errors import ClaimsInvalid
 from ..session import build_user
-from ._single import mapping_claim, required_string
+from ._single import key_label, mapping_claim, required_string
 from .base import (
     Organization,
     Profile,
@@ -88,7 +88,7 @@ class PropelAuthProfile(Profile):
         orgs = mapping_claim(access.get(_ORGS), _ORGS) or {}
         return SessionParts(
             organizations=tuple(
-                _membership(info, f"{_ORGS}.{org_id}") for org_id, info in orgs.items()
+                _membership(info, f"{_ORGS}.{key_label(org_id)}") for org_id, info in orgs.items()
             ),
             user=user,
         )

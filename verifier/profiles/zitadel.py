@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ClaimsInvalid
+from ._single import key_label
 from .base import Organization, Profile, ProfileContext, SessionParts, string_list
 
 __all__ = ["PROFILE", "ROLES_CLAIM", "ZitadelProfile"]
@@ -34,8 +35,9 @@ def _invert(access: Mapping[str, Any]) -> tuple[dict[str, tuple[str, list[str]]]
     """``org id -> (domain, roles)`` and every role key, in first-seen order."""
     orgs: dict[str, tuple[str, list[str]]] = {}
     keys: list[str] = []
-    for claim in _roles_claims(access):
-        grants = access[claim]
+    for name in _roles_claims(access):
+        grants = access[name]
+        claim = key_label(name)
         if not isinstance(grants, Mapping):
             raise ClaimsInvalid(f"claim {claim!r} is not an object", claim=claim)
         for role, members in grants.items():
