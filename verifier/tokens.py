@@ -259,8 +259,7 @@ def _is_at_jwt(typ: object) -> bool:
 
 def _audiences(claims: Mapping[str, Any], name: str = "aud") -> list[str]:
     aud = claims.get(name)
-    if aud is None or aud == []:
-        # An empty list (Kinde's token requested for no API) names no audience either.
+    if aud is None:
         raise AudienceMismatch(f'the token has no "{name}" claim')
     if isinstance(aud, str):
         return [aud]
