@@ -108,9 +108,10 @@ class Project(NamedTuple):
     organization_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class SessionParts:
+class SessionParts(NamedTuple):
     """What an issuer profile reads from verified claims (see :mod:`verifier.profiles`).
+
+    Immutable (a NamedTuple: it is built on every uncached request).
 
     ``user`` is ``None`` to let the session build it the common way: the
     profile's subject as id; email, name, picture and ``email_verified`` from
@@ -187,23 +188,23 @@ class Session(AuthCredentials):
         id_claims: Mapping[str, Any] | None = None,
     ) -> None:
         # Starlette's AuthCredentials keeps a list; a tuple keeps it immutable.
-        values = {
-            "scopes": ("authenticated", *token_scopes),
-            "user": user,
-            "organizations": organizations,
-            "projects": projects,
-            "token_scopes": token_scopes,
-            "roles": roles,
-            "permissions": permissions,
-            "active_organization": active_organization,
-            "role_ranks": role_ranks,
-            "session_id": session_id,
-            "expires_at": expires_at,
-            "claims": MappingProxyType(dict(claims)),
-            "id_claims": MappingProxyType(dict(id_claims)) if id_claims is not None else None,
-        }
-        for name, value in values.items():
-            object.__setattr__(self, name, value)
+        # One plain call per slot: this runs on every uncached request.
+        set_ = object.__setattr__
+        set_(self, "scopes", ("authenticated", *token_scopes))
+        set_(self, "user", user)
+        set_(self, "organizations", organizations)
+        set_(self, "projects", projects)
+        set_(self, "token_scopes", token_scopes)
+        set_(self, "roles", roles)
+        set_(self, "permissions", permissions)
+        set_(self, "active_organization", active_organization)
+        set_(self, "role_ranks", role_ranks)
+        set_(self, "session_id", session_id)
+        set_(self, "expires_at", expires_at)
+        set_(self, "claims", MappingProxyType(dict(claims)))
+        set_(
+            self, "id_claims", MappingProxyType(dict(id_claims)) if id_claims is not None else None
+        )
         object.__setattr__(self, "_frozen", True)
 
     def __setattr__(self, name: str, value: object) -> None:

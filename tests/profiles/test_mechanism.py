@@ -6,6 +6,9 @@ Issuer-specific behaviour lives in one test file per profile beside this one.
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Mapping
 from typing import Annotated, Any
 from urllib.parse import unquote
@@ -22,9 +25,9 @@ from starlette.testclient import TestClient
 from tests.conftest import REPO
 from tests.profiles.helpers import NOW, config, refused, sign, verifier
 from verifier.app import LIST_HEADER_CAP, create_app
-from verifier.authz import requires_org, requires_permissions, requires_roles
+from verifier.authz import requires_org, requires_permissions, requires_roles, resolve_org
 from verifier.config import AppConfig
-from verifier.errors import ConfigInvalid
+from verifier.errors import ConfigInvalid, OrgRequired
 from verifier.fastapi import install_error_handler
 from verifier.fastapi import require_permissions as fastapi_permissions
 from verifier.fastapi import require_roles as fastapi_roles
@@ -535,3 +538,87 @@ def test_the_readme_claims_mapper_example_builds_this_session(issuer: DevIssuer)
     assert session.active_organization == session.organizations[0]
     assert (session.roles, session.permissions) == (("ops",), ("deploy",))
     assert session.token_scopes == ("deploy:read",)
+
+
+def test_the_profiles_bench_runs_for_every_profile() -> None:
+    env = {**os.environ, "APP_CONFIG_ENV_FILE": str(REPO / "bench" / "no-such.env")}
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.profiles", "--quick"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in PART_ONE:
+        assert f"\n{name} " in result.stdout
+    assert "cached / jwtedge" in result.stdout
+
+
+def test_resolve_org_takes_the_active_organization_among_several(issuer: DevIssuer) -> None:
+    def two_teams(
+        access: Mapping[str, Any], id_claims: Mapping[str, Any] | None, context: ProfileContext
+    ) -> SessionParts:
+        teams = (Organization("t-1", "red", None), Organization("t-2", None, "Blue"))
+        return SessionParts(organizations=teams, active_organization=teams[1])
+
+    tv = TokenVerifier.from_config(
+        config(issuer, profile="jwtedge", iss=ISS, audience="api"),
+        now=lambda: NOW,
+        claims_mapper=two_teams,
+    )
+    session = tv.session(sign(issuer, {"iss": ISS, "sub": "u1", "aud": "api"}))
+
+    assert resolve_org(session).id == "t-2"
+    assert resolve_org(session, explicit_slug="red").id == "t-1"
+
+
+def test_org_required_names_organizations_by_slug_or_id(issuer: DevIssuer) -> None:
+    def two_teams(
+        access: Mapping[str, Any], id_claims: Mapping[str, Any] | None, context: ProfileContext
+    ) -> SessionParts:
+        return SessionParts(
+            organizations=(Organization("t-1", "red", None), Organization("t-2", None, "Blue"))
+        )
+
+    tv = TokenVerifier.from_config(
+        config(issuer, profile="jwtedge", iss=ISS, audience="api"),
+        now=lambda: NOW,
+        claims_mapper=two_teams,
+    )
+    session = tv.session(sign(issuer, {"iss": ISS, "sub": "u1", "aud": "api"}))
+
+    with pytest.raises(OrgRequired) as caught:
+        resolve_org(session)
+
+    assert caught.value.context["organizations"] == ["red", "t-2"]
+    assert caught.value.message.endswith("one of red, t-2")
+
+
+def test_forward_auth_ranks_the_role_parameter_by_the_profile_ranking(issuer: DevIssuer) -> None:
+    ranks = {"viewer": 1, "maintainer": 5, "boss": 9}
+    cfg = config(issuer, profile="keycloak", iss=ISS, audience="api", claims={"role_ranks": ranks})
+    tv = TokenVerifier.from_config(cfg, now=lambda: NOW)
+    claims = {
+        "iss": ISS,
+        "sub": "u1",
+        "aud": "api",
+        "typ": "Bearer",
+        "organization": {"acme": {"id": "o-1", "roles": ["maintainer"]}},
+    }
+    headers = {"Authorization": f"Bearer {sign(issuer, claims)}"}
+
+    with TestClient(create_app(cfg, verifier=tv)) as client:
+        allowed = client.get("/auth/verify?org=acme&role=viewer", headers=headers)
+        denied = client.get("/auth/verify?org=acme&role=boss", headers=headers)
+        unranked = client.get("/auth/verify?org=acme&role=admin", headers=headers)
+
+    assert allowed.status_code == 200
+    assert allowed.headers["x-auth-org"] == "acme"
+    assert allowed.headers["x-auth-role"] == "maintainer"
+    assert (denied.status_code, denied.json()["code"]) == (403, "role_insufficient")
+    # A role the ranking does not know is a proxy misconfiguration: loud, as before.
+    assert unranked.status_code == 500

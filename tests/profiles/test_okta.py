@@ -9,11 +9,15 @@ validate-id-tokens/: the access token's ``sub`` is the user's login while its
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import httpx2
 import pytest
 
 from tests.profiles.helpers import refused, session_dict, sign, verifier
+from verifier.errors import RefreshFailed
+from verifier.refresh import InProcessRefresher
 from verifier.testing import DevIssuer
 from verifier.tokens import TokenVerifier
 
@@ -172,3 +176,46 @@ def test_a_claim_of_the_wrong_type_is_claims_invalid(
 
     assert error.code == "claims_invalid"
     assert name in error.message
+
+
+def refresh_with(tv: TokenVerifier, answer: dict[str, str], proof: dict[str, Any]) -> Any:
+    """One refresh against a token endpoint that answers ``answer`` (no network)."""
+
+    def endpoint(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, json={"token_type": "Bearer", "expires_in": 3600, **answer})
+
+    async def run() -> Any:
+        refresher = InProcessRefresher(
+            token_endpoint=f"{ISS}/v1/token",
+            client_id=CLIENT,
+            verifier=tv,
+            transport=httpx2.MockTransport(endpoint),
+        )
+        try:
+            return await refresher.refresh("refresh-token-value", proof=proof)
+        finally:
+            await refresher.aclose()
+
+    return asyncio.run(run())
+
+
+def test_a_refresh_proved_by_the_id_token_keeps_the_user(issuer: DevIssuer) -> None:
+    tv = okta(issuer)
+    proof = tv.verify_id(sign(issuer, ID_TOKEN))  # sub = uid
+    answer = {"access_token": sign(issuer, ACCESS), "id_token": sign(issuer, ID_TOKEN)}
+
+    result = refresh_with(tv, answer, proof)
+
+    assert result.claims["uid"] == UID
+
+
+def test_a_refresh_for_another_user_is_refused(issuer: DevIssuer) -> None:
+    tv = okta(issuer)
+    proof = tv.verify_id(sign(issuer, ID_TOKEN))
+    someone = {**ACCESS, "uid": "00u-someone-else"}
+
+    with pytest.raises(RefreshFailed) as caught:
+        refresh_with(tv, {"access_token": sign(issuer, someone)}, proof)
+
+    # The new tokens are for someone else: never handed out.
+    assert caught.value.context["reason"] == "bad_tokens"

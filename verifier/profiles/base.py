@@ -24,7 +24,7 @@ verified-token cache is a dict lookup whatever the profile.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -176,7 +176,7 @@ def apply_overrides(
         roles = string_list(claim_at(access, roles_path), roles_path)
     if permissions_path is not None:
         permissions = string_list(claim_at(access, permissions_path), permissions_path)
-    return replace(parts, roles=roles, permissions=permissions)
+    return parts._replace(roles=roles, permissions=permissions)
 
 
 class Profile:
