@@ -117,6 +117,140 @@ def _payloads(index: int) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
                 "cognito:groups": ["admin"],
             },
         ),
+        "clerk": (
+            {"issuer": ISS, "audience": "https://app.example"},
+            {
+                "iss": ISS,
+                "sub": sub,
+                "azp": "https://app.example",
+                "sid": f"sess_{index}",
+                "v": 2,
+                "fea": "o:billing,o:impersonation,o:magic_links,o:posts",
+                "o": {
+                    "id": "org_2vf9pbXnvF3rRRs5qj8NtGCJkC7",
+                    "slg": "acme",
+                    "rol": "admin",
+                    "per": "create,delete,manage,read",
+                    "fpm": "12,12,9,14",
+                },
+            },
+        ),
+        "workos": (
+            {"issuer": ISS, "audience_claim": "none"},
+            {
+                "iss": ISS,
+                "sub": sub,
+                "sid": f"session_{index}",
+                "org_id": "org_01HRDMC6CM357W30QMHMQ96Q0S",
+                "role": "admin",
+                "roles": ["admin"],
+                "permissions": ["posts:read", "posts:write"],
+            },
+        ),
+        "zitadel": (
+            {"issuer": ISS, "audience": "284719360215432711"},
+            {
+                "iss": ISS,
+                "sub": sub,
+                "aud": ["284719360215432711", "284719360282476807@acme"],
+                "urn:zitadel:iam:org:project:roles": {
+                    "admin": {"284719184741588103": "acme.zitadel.cloud"},
+                    "user": {"284719184741588103": "acme.zitadel.cloud", "2847191": "caos.ch"},
+                },
+            },
+        ),
+        "kinde": (
+            {"issuer": ISS, "audience": "https://api.example"},
+            {
+                "iss": ISS,
+                "sub": f"kp_{sub}",
+                "aud": ["https://api.example"],
+                "org_code": "org_e5f28e1676d",
+                "org_name": "Acme",
+                "roles": [{"id": "1", "key": "admin", "name": "Admin"}],
+                "permissions": ["read:todos", "create:todos"],
+                "scp": ["openid", "profile", "email", "offline"],
+            },
+        ),
+        "supabase": (
+            {"issuer": ISS, "audience": "authenticated"},
+            {
+                "iss": ISS,
+                "sub": sub,
+                "aud": "authenticated",
+                "role": "authenticated",
+                "session_id": f"session-{index}",
+                "email": "ada@example.com",
+                "user_role": "admin",
+            },
+        ),
+        "firebase": (
+            {"issuer": ISS, "audience": "acme-prod"},
+            {
+                "iss": ISS,
+                "sub": sub,
+                "aud": "acme-prod",
+                "user_id": sub,
+                "email": "ada@example.com",
+                "email_verified": True,
+                "firebase": {"sign_in_provider": "password", "tenant": "tenant-2-p9gxy"},
+            },
+        ),
+        "stytch": (
+            {"issuer": ISS, "audience": "project-test-1"},
+            {
+                "iss": ISS,
+                "sub": sub,
+                "aud": ["project-test-1"],
+                "https://stytch.com/organization": {"organization_id": "org-1", "slug": "acme"},
+                "https://stytch.com/session": {
+                    "id": f"member-session-{index}",
+                    "roles": ["stytch_member", "stytch_admin"],
+                },
+            },
+        ),
+        "propelauth": (
+            {"issuer": ISS, "audience_claim": "none"},
+            {
+                "iss": ISS,
+                "sub": sub,
+                "user_id": sub,
+                "email": "ada@example.com",
+                "org_id_to_org_member_info": {
+                    "o-1": {
+                        "org_id": "o-1",
+                        "org_name": "Acme",
+                        "url_safe_org_name": "acme",
+                        "user_role": "Owner",
+                        "inherited_user_roles_plus_current_role": ["Owner", "Admin", "Member"],
+                        "additional_roles": [],
+                        "user_permissions": ["propelauth::can_invite"],
+                    }
+                },
+            },
+        ),
+        "descope": (
+            {"issuer": ISS, "audience": "P2abc"},
+            {
+                "iss": ISS,
+                "sub": sub,
+                "aud": ["P2abc"],
+                "drn": "DS",
+                "tenants": {"T1": {"roles": ["Tenant Admin"], "permissions": ["User Admin"]}},
+                "dct": "T1",
+                "roles": ["Support"],
+            },
+        ),
+        "logto": (
+            {"issuer": ISS, "audience": "https://api.example"},
+            {
+                "iss": ISS,
+                "sub": sub,
+                "aud": "https://api.example",
+                "organization_id": "wzbf0c5mt8ms",
+                "scope": "read:products write:products",
+            },
+        ),
     }
 
 

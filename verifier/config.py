@@ -134,6 +134,12 @@ Jwks = Annotated[
 ]
 
 
+#: The one issuer that is not a URL: Stytch's default ``stytch.com/<project id>``.
+STYTCH_ISSUER = re.compile(
+    r"^stytch\.com/project-(?:test|live)-[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}$"
+)
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
@@ -183,7 +189,8 @@ class AuthSettings(_Section):
     @field_validator("issuer")
     @classmethod
     def _issuer_is_url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^\s/?#]+", value):
+        # Stytch's session JWTs carry "iss": "stytch.com/<project id>", no scheme.
+        if not re.match(r"^https?://[^\s/?#]+", value) and not STYTCH_ISSUER.match(value):
             raise ValueError("the issuer must be an http(s) URL")
         return value
 

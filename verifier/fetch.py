@@ -25,7 +25,7 @@ import ipaddress
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
@@ -79,6 +79,8 @@ class IssuerMetadata:
     revocation_endpoint: str | None = None
     #: False when discovery was 404 and ``<issuer>/jwks`` was assumed, or skipped.
     discovered: bool = True
+    #: The discovery document as served (the bake reads issuer hints from it).
+    document: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,7 +371,9 @@ class Fetcher:
             # The token endpoint will receive the client secret: same rule as keys.
             _check_url(value, what=name)
             endpoints[name] = value
-        return IssuerMetadata(issuer=issuer, jwks_uri=jwks_uri, discovered=True, **endpoints)
+        return IssuerMetadata(
+            issuer=issuer, jwks_uri=jwks_uri, discovered=True, document=document, **endpoints
+        )
 
     async def _fetch_jwks(self, jwks_uri: str, deadline: _Deadline) -> tuple[JWKSet, int]:
         _check_url(jwks_uri, what="jwks_uri")

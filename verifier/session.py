@@ -127,6 +127,8 @@ class SessionParts(NamedTuple):
     permissions: tuple[str, ...] = ()
     active_organization: Organization | None = None
     user: User | None = None
+    #: The issuer's own session id claim (Supabase ``session_id``); ``None``: ``sid``.
+    session_id: str | None = None
 
 
 class Session(AuthCredentials):
@@ -302,7 +304,9 @@ class Session(AuthCredentials):
         user = parts.user
         if user is None:
             user = build_user(access, id_claims, access["sub"] if user_id is None else user_id)
-        sid = access.get("sid", (id_claims or {}).get("sid"))
+        sid = parts.session_id
+        if sid is None:
+            sid = access.get("sid", (id_claims or {}).get("sid"))
         return cls(
             user=user,
             organizations=parts.organizations,

@@ -365,6 +365,11 @@ class TokenVerifier:
         self.audience_claim: str | None = (
             None if audience_claim == "none" else (audience_claim or self.profile.audience_claim)
         )
+        # Only for the profile's own claim: an overridden claim (a JWT template's
+        # aud) is required like any other.
+        self._audience_optional = (
+            self.profile.audience_optional and self.audience_claim == self.profile.audience_claim
+        )
         if self.audience_claim is None and self.audiences:
             raise ValueError('audiences are given but audience_claim="none" checks none')
         if self.audience_claim is not None and not self.audiences:
@@ -460,8 +465,10 @@ class TokenVerifier:
         self._check_access_type(header, claims)
         self._check_common(claims, check_expiry=check_expiry)
         audience_claim = self.audience_claim
-        if audience_claim is not None and not self.audiences.intersection(
-            _audiences(claims, audience_claim)
+        if (
+            audience_claim is not None
+            and not (self._audience_optional and claims.get(audience_claim) is None)
+            and not self.audiences.intersection(_audiences(claims, audience_claim))
         ):
             raise AudienceMismatch()
         if self._check_profile is not None:

@@ -192,6 +192,9 @@ class Profile:
     docs: ClassVar[tuple[str, ...]] = ()
     #: The claim holding the audience ``auth.audience`` lists.
     audience_claim: ClassVar[str] = "aud"
+    #: True when the issuer documents that its audience claim may be absent
+    #: (Clerk's ``azp``): a token without it passes, one with it must match.
+    audience_optional: ClassVar[bool] = False
     #: Role -> rank for ``requires_org(role=...)``; ``claims.role_ranks`` overrides.
     role_ranks: ClassVar[Mapping[str, int]] = DEFAULT_ROLE_RANKS
     #: True when :meth:`token_kind` recognises every token this issuer signs, so
