@@ -6,8 +6,8 @@ STAMP   = $(VENV)/.installed
 
 .PHONY: test demo lint typecheck check clean system-deps
 
-# Debian packages the end-to-end tests start for real on 127.0.0.1.
-SYSTEM_DEPS = redis-server chromium nginx
+# Debian packages the end-to-end tests start for real on 127.0.0.1 (wrk: the HTTP bench's smoke test).
+SYSTEM_DEPS = redis-server chromium nginx wrk
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,7 @@ demo: $(STAMP)
 	$(BIN)/jwtedge demo
 
 ## system-deps: install missing Debian packages when we can (root and apt-get);
-## otherwise the tests that need them skip with the reason (and fail under CI=true).
+## otherwise the tests that need them skip with the reason (and fail under CI=true, 1 or yes).
 system-deps:
 	@missing=""; for pkg in $(SYSTEM_DEPS); do \
 	    dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q "ok installed" || missing="$$missing $$pkg"; \
@@ -38,7 +38,7 @@ system-deps:
 	        echo "installing:$$missing"; \
 	        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	    else \
-	        echo "missing Debian packages:$$missing (tests that need them will skip)"; \
+	        echo "missing Debian packages:$$missing (tests that need them will skip; under CI they fail)"; \
 	    fi; \
 	fi
 

@@ -55,6 +55,7 @@ from bench.common import (
     verdict,
 )
 from bench.middleware import _batch, _receive, _scope, _send, hello_app
+from verifier import limits
 from verifier import tokens as tokens_module
 from verifier.middleware import JWTSessionMiddleware
 from verifier.remote import RemoteKeys
@@ -298,14 +299,14 @@ def nesting_rows(rounds: int) -> list[list[object]]:
         parsed = orjson.loads(raw)
         cases[f"{name} parse"] = (orjson.loads, [raw] * 2000)
         cases[f"{name} check"] = (
-            lambda pair: tokens_module._shallow(pair[0]) or tokens_module._too_deep(pair[1]),
+            lambda pair: limits._shallow(pair[0]) or limits._too_deep(pair[1]),
             [(raw, parsed)] * 2000,
         )
     samples = interleaved(cases, rounds=rounds)
     rows: list[list[object]] = []
     for name, raw in payloads.items():
         parse, check = samples[f"{name} parse"], samples[f"{name} check"]
-        skipped = tokens_module._shallow(raw)
+        skipped = limits._shallow(raw)
         rows.append(
             [name, len(raw), median(parse), median(check), paired_ratio(check, parse), skipped]
         )

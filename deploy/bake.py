@@ -6,7 +6,9 @@ A bake turns an issuer URL into two values the app's config reads:
   members in a fixed order, compact JSON), byte-identical for the same keys;
 - ``APP_CONFIG_AUTH__JWKS_META``: the bake metadata (issuer, ``jwks_uri``, the
   endpoints, ``baked_at``, the SHA-256 of the key set and its kids), which
-  changes with every bake and so lives on its own line.
+  changes with every bake and so lives on its own line;
+- ``APP_CONFIG_CLAIMS__PROFILE``, only when asked (``--write-profile``): the
+  claims profile of the issuer the bake recognised (:mod:`deploy.detect`).
 
 Writers never leave a half-written file: they write a temporary file in the
 same directory and ``os.replace`` it over the target, keeping the target's
@@ -39,12 +41,15 @@ from verifier.errors import JWKSInvalid
 from verifier.fetch import Fetcher, IssuerMetadata
 from verifier.jwks import JWKSet, parse_jwks
 
+from .detect import PROFILE_VAR
+
 __all__ = [
     "ENV_FILE_MODE",
     "ISSUER_VAR",
     "JSON_FILE_MODE",
     "JWKS_META_VAR",
     "JWKS_VAR",
+    "PROFILE_VAR",
     "BakeNotFound",
     "BakeResult",
     "CurrentBake",
@@ -100,6 +105,8 @@ class BakeResult:
     #: Size of the JWKS document in bytes, and seconds the fetch took.
     size: int
     elapsed: float
+    #: The claims profile to write with the keys; ``None`` writes none.
+    profile: str | None = None
 
     @property
     def meta_json(self) -> str:
@@ -108,8 +115,12 @@ class BakeResult:
 
     @property
     def values(self) -> dict[str, str]:
-        """The two settings, as raw JSON text, by environment variable name."""
-        return {JWKS_VAR: self.jwks_json, JWKS_META_VAR: self.meta_json}
+        """The settings by environment variable name: the key set and its metadata as
+        raw JSON text, and the claims profile when :attr:`profile` is set."""
+        values = {JWKS_VAR: self.jwks_json, JWKS_META_VAR: self.meta_json}
+        if self.profile is not None:
+            values[PROFILE_VAR] = self.profile
+        return values
 
 
 def _iso(moment: datetime) -> str:
@@ -169,7 +180,7 @@ def dotenv_json(text: str) -> str:
 
 
 def env_lines(result: BakeResult) -> list[str]:
-    """``NAME='<json>'`` lines for both settings, JWKS first."""
+    """``NAME='<value>'`` lines for every setting, JWKS first."""
     return [f"{name}={dotenv_json(value)}" for name, value in result.values.items()]
 
 
@@ -296,15 +307,20 @@ def atomic_write_text(path: Path, text: str, *, new_mode: int) -> None:
 
 
 def write_env_file(path: Path, result: BakeResult) -> None:
-    """Set both settings in the dotenv file at ``path`` (created with mode 0600)."""
+    """Set the bake's settings in the dotenv file at ``path`` (created with mode 0600)."""
     assignments = dict(zip(result.values, env_lines(result), strict=True))
     rendered = render_env_file(_read_text(path), assignments)
     atomic_write_text(path, rendered, new_mode=ENV_FILE_MODE)
 
 
 def write_json_file(path: Path, result: BakeResult) -> None:
-    """Write ``{"jwks": {...}, "jwks_meta": {...}}`` to ``path`` atomically."""
-    document = {"jwks": orjson.loads(result.jwks_json), "jwks_meta": result.meta}
+    """Write ``{"jwks": {...}, "jwks_meta": {...}}`` to ``path`` atomically.
+
+    With a profile, ``"claims": {"profile": ...}`` too (the config section's shape).
+    """
+    document: dict[str, Any] = {"jwks": orjson.loads(result.jwks_json), "jwks_meta": result.meta}
+    if result.profile is not None:
+        document["claims"] = {"profile": result.profile}
     text = orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
     atomic_write_text(path, text.decode("utf-8"), new_mode=JSON_FILE_MODE)
 
@@ -328,7 +344,7 @@ def github_env_block(values: Mapping[str, str], *, delimiter: str | None = None)
 
 
 def append_github_env(path: Path, result: BakeResult) -> None:
-    """Append both settings to the ``$GITHUB_ENV`` file (raw JSON, no quoting)."""
+    """Append every setting to the ``$GITHUB_ENV`` file (raw values, no quoting)."""
     block = github_env_block(result.values)
     try:
         with path.open("a", encoding="utf-8") as handle:

@@ -27,7 +27,7 @@ import random
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -42,10 +42,11 @@ from rich.text import Text
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
-from verifier.config import AppConfig, parse_duration
+from verifier.config import STYTCH_ISSUER, AppConfig, parse_duration
 from verifier.errors import ConfigInvalid, JWKSFetchFailed, JWKSInvalid, VerifierError
 from verifier.fetch import Fetcher, is_loopback_url
 from verifier.jwks import JWKSet, SkippedKey, b64url_decode_lenient
+from verifier.profiles import get_profile
 from verifier.session import Session
 from verifier.tokens import TokenVerifier, check_size
 
@@ -65,6 +66,7 @@ from .bake import (
     write_json_file,
 )
 from .bake import bake as run_bake
+from .detect import PROFILE_VAR, describe, detect
 
 __all__ = ["EXIT_CODES", "Seams", "app", "main", "make_fetcher"]
 
@@ -334,6 +336,14 @@ def bake(
         ),
     ] = False,
     allow_loopback: AllowLoopbackOption = False,
+    write_profile: Annotated[
+        bool,
+        typer.Option(
+            "--write-profile",
+            help=f"Also write {PROFILE_VAR}, the claims profile of the issuer the bake "
+            "recognised (never written without this option).",
+        ),
+    ] = False,
     timeout: TimeoutOption = 5.0,
     deadline: DeadlineOption = 30.0,
 ) -> None:
@@ -345,6 +355,10 @@ def bake(
     stdout when none is chosen. Only the issuer is read from the environment
     (or from the env file), never the whole config, so a broken bake can be
     repaired. Fails closed: nothing is written unless the whole bake succeeds.
+
+    The bake also recognises the issuer (Clerk, Keycloak, Entra, ...) from its
+    URL and discovery document and prints the claims profile and the settings
+    it needs; --write-profile writes the profile with the keys.
     """
     seams = _seams(ctx)
     _check_timing(timeout, deadline)
@@ -358,7 +372,9 @@ def bake(
     if not issuer:
         _exit(USAGE, f"no issuer: pass --issuer URL or set {ISSUER_VAR}")
     for name, url in (("issuer", issuer), ("--jwks-url", jwks_url)):
-        if url is not None and not _http_url(url):
+        if url is None or _http_url(url):
+            continue
+        if name != "issuer" or not _stytch_with_keys(url, jwks_url):
             _exit(USAGE, f"the {name} is not an http(s) URL: {url}")
     _skip_loopback((issuer, jwks_url), allow_loopback, "bake skipped, nothing written")
 
@@ -372,6 +388,8 @@ def bake(
                 "the app will fetch keys at run time"
             )
             raise typer.Exit(OK) from None
+        if jwks_url is None:
+            _suggest_jwks_url(issuer)
         _exit(ISSUER, _key_failure(exc, source, "cannot bake keys"))
     except JWKSInvalid as exc:
         _say(f"jwtedge: {_key_failure(exc, source, 'cannot bake keys')}", "bold red")
@@ -382,6 +400,7 @@ def bake(
         _warn(f"{len(result.jwks.skipped)} key(s) not baked:")
         _name_skipped(result.jwks.skipped, "skipped")
     _summary(result)
+    result = _recognise(result, issuer, write_profile)
 
     try:
         if env_file is not None:
@@ -398,6 +417,44 @@ def bake(
     if env_file is None and json_file is None and github_path is None:
         for line in env_lines(result):
             typer.echo(line)
+
+
+def _stytch_with_keys(issuer: str, jwks_url: str | None) -> bool:
+    """Stytch's ``stytch.com/<project>`` issuer: usable with a key URL, which it needs."""
+    if not STYTCH_ISSUER.match(issuer):
+        return False
+    if jwks_url is None:
+        _suggest_jwks_url(issuer)
+        _exit(USAGE, f"{issuer} is not a URL and serves no discovery: pass --jwks-url")
+    return True
+
+
+def _suggest_jwks_url(issuer: str) -> None:
+    """After a failed discovery: where a recognised issuer publishes its keys, if known."""
+    detection = detect(issuer)
+    if detection is None:
+        return
+    for setting in detection.settings:
+        if setting.name == "--jwks-url":
+            _say(f"{detection.name} publishes its keys elsewhere: try {setting.line()}", "cyan")
+
+
+def _recognise(result: BakeResult, issuer: str, write_profile: bool) -> BakeResult:
+    """Print the detected profile and its settings; set it on the result when asked."""
+    metadata = result.metadata
+    detection = detect(issuer, metadata.document, jwks_uri=metadata.jwks_uri)
+    for line in describe(detection):
+        _say(line, "cyan")
+    if detection is None:
+        if write_profile:
+            _warn(f"--write-profile: no issuer recognised, {PROFILE_VAR} not written")
+        return result
+    if not write_profile:
+        # Never by default: a team whose issuer already emits jwtedge's own claim
+        # shape would lose its organizations to a profile it did not ask for.
+        _say(f"{PROFILE_VAR} not written: pass --write-profile to write it", "dim")
+        return result
+    return replace(result, profile=detection.profile)
 
 
 # -- check --------------------------------------------------------------------
@@ -467,7 +524,9 @@ def check(
     issuer = issuer or current.issuer or (meta.issuer if meta else None)
     if not issuer:
         _exit(USAGE, f"no issuer: pass --issuer URL or set {ISSUER_VAR}")
-    if not _http_url(issuer):
+    if STYTCH_ISSUER.match(issuer) and jwks_url is None and meta is not None:
+        jwks_url = meta.jwks_uri  # Stytch's issuer has no discovery: where the bake fetched
+    if not _http_url(issuer) and not _stytch_with_keys(issuer, jwks_url):
         _exit(USAGE, f"the issuer is not an http(s) URL: {issuer}")
     _skip_loopback((issuer, jwks_url), allow_loopback, "check skipped")
     if meta is not None and meta.issuer != issuer:
@@ -562,13 +621,18 @@ def _session_lines(session: Session, now: datetime) -> list[str]:
     lines = [f"user: {user.id}" + (f" ({about})" if about else "")]
     lines.append("organizations:" + ("" if session.organizations else " none"))
     for org in session.organizations:
-        role = org.role or "no role"
-        lines.append(f"  - {org.name} ({org.slug}, id {org.id}): {role}")
+        role = ", ".join(org.roles) or org.role or "no role"
+        active = " [active]" if org == session.active_organization else ""
+        lines.append(f"  - {org.name or org.label} ({org.label}, id {org.id}): {role}{active}")
+        if org.permissions:
+            lines.append("    permissions: " + " ".join(org.permissions))
     lines.append("projects:" + ("" if session.projects else " none"))
     for project in session.projects:
         where = f", organization {project.organization_id}" if project.organization_id else ""
         lines.append(f"  - {project.slug or project.id} (id {project.id}{where})")
     lines.append("scopes: " + (" ".join(session.token_scopes) or "none"))
+    lines.append("roles: " + (" ".join(session.roles) or "none"))
+    lines.append("permissions: " + (" ".join(session.permissions) or "none"))
     if session.session_id:
         lines.append(f"session id: {session.session_id}")
     expires = datetime.fromtimestamp(session.expires_at, UTC)
@@ -576,6 +640,29 @@ def _session_lines(session: Session, now: datetime) -> list[str]:
     when = f"in {_human_duration(left)}" if left >= 0 else f"{_human_duration(left)} ago"
     lines.append(f"expires: {expires.isoformat().replace('+00:00', 'Z')} ({when})")
     return lines
+
+
+def _with_profile(config: AppConfig, name: str) -> AppConfig:
+    """``config`` with ``claims.profile`` replaced; a usage error naming the known ones."""
+    try:
+        get_profile(name)
+    except KeyError as exc:
+        _exit(USAGE, f"--profile: {exc.args[0]}")
+    claims = config.claims.model_copy(update={"profile": name})
+    return config.model_copy(update={"claims": claims})
+
+
+def _mapping_preview(
+    verifier: TokenVerifier, claims: Mapping[str, Any], id_claims: Mapping[str, Any] | None
+) -> Session | VerifierError:
+    """How the profile reads claims that did not verify: for display only, labelled so."""
+    try:
+        verifier.subject(claims)  # claims_invalid when the profile's subject is missing
+        exp = claims.get("exp")
+        dated = claims if type(exp) in (int, float) else {**claims, "exp": 0}
+        return verifier._build_session(dated, id_claims)
+    except VerifierError as exc:
+        return exc
 
 
 def _json_text(value: object) -> str:
@@ -615,6 +702,17 @@ def inspect(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print one JSON document for machines.")
     ] = False,
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            "--profile",
+            metavar="NAME",
+            help="Map the claims with this issuer profile instead of APP_CONFIG_CLAIMS__PROFILE "
+            "(clerk, keycloak, entra...); a token that does not verify is still mapped, "
+            "labelled unverified.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Decode a token, verify it against the bake and show the session.
 
@@ -622,6 +720,8 @@ def inspect(
     whether the token verifies against the baked keys and the app's config
     (issuer, audience, expiry...). The token itself and its signature are
     never printed. Exit 0 valid, 1 invalid, 2 usage or configuration error.
+    With --profile NAME the claims are mapped by that issuer profile, so you
+    can see how a token reads before switching.
     """
     if ctx.args:
         # Never echo them: a stray argument may be a token.
@@ -637,7 +737,13 @@ def inspect(
     if config.auth.jwks is None:
         _exit(USAGE, "no baked keys in the config (APP_CONFIG_AUTH__JWKS): run jwtedge bake")
     now = seams.now()
-    verifier = TokenVerifier.from_config(config, now=lambda: seams.now().timestamp())
+    if profile is not None:
+        config = _with_profile(config, profile)
+    try:
+        verifier = TokenVerifier.from_config(config, now=lambda: seams.now().timestamp())
+    except ValueError as exc:
+        # Only a --profile the rest of the config does not suit gets here.
+        _exit(USAGE, f"--profile {profile}: {exc}")
 
     error: VerifierError | None = None
     session: Session | None = None
@@ -653,11 +759,19 @@ def inspect(
     decoded = {"access_token": _unverified(access, max_bytes), "id_token": None}
     if id_tok is not None:
         decoded["id_token"] = _unverified(id_tok, max_bytes)
+    preview: Session | VerifierError | None = None
+    access_claims = decoded["access_token"]["claims"] if decoded["access_token"] else None
+    if profile is not None and error is not None and access_claims:
+        id_parts = decoded["id_token"]
+        preview = _mapping_preview(
+            verifier, access_claims, id_parts["claims"] if id_parts else None
+        )
     if json_output:
         document = {
             "valid": error is None,
             "verdict": "valid" if error is None else "invalid",
             "error": None if error is None else {"code": error.code, "message": error.message},
+            "profile": verifier.profile.name,
             "session": session.to_dict() if session is not None else None,
             **{
                 name: None
@@ -666,6 +780,12 @@ def inspect(
                 for name, parts in decoded.items()
             },
         }
+        if preview is not None:
+            document["unverified_session"] = (
+                preview.to_dict()
+                if isinstance(preview, Session)
+                else {"error": {"code": preview.code, "message": preview.message}}
+            )
         typer.echo(_json_text(document))
     else:
         for name, parts in decoded.items():
@@ -680,9 +800,16 @@ def inspect(
             typer.echo("verdict: valid")
         else:
             typer.echo(f"verdict: invalid ({error.code}): {error.message}")
+        typer.echo(f"profile: {verifier.profile.name}")
         if session is not None:
             for line in _session_lines(session, now):
                 typer.echo(line)
+        elif isinstance(preview, Session):
+            typer.echo("mapped from the unverified claims (the token did not verify):")
+            for line in _session_lines(preview, now):
+                typer.echo(f"  {line}")
+        elif preview is not None:
+            typer.echo(f"the unverified claims do not map ({preview.code}): {preview.message}")
     if error is not None:
         raise typer.Exit(FAILED)
 

@@ -4,8 +4,8 @@
 is missing and the tests run as root), starts it on a free port in a temporary
 directory with persistence off, waits until it answers PING and stops it
 (terminate, then kill) on exit. Without a server the tests are skipped with
-the reason, except under ``CI=true``, where a missing server fails the run:
-CI must never pass by skipping the shared-store tests.
+the reason, except under CI (:func:`tests.ci.under_ci`), where a missing server
+fails the run: CI must never pass by skipping the shared-store tests.
 """
 
 from __future__ import annotations
@@ -19,20 +19,12 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
 
-import pytest
+from tests.ci import skip_or_fail
 
 __all__ = ["RedisServer", "require_redis_package", "running_redis", "skip_or_fail"]
 
 _APT_TIMEOUT = 600.0
-
-
-def skip_or_fail(reason: str) -> NoReturn:
-    """``pytest.skip`` locally; ``pytest.fail`` under ``CI=true``."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: a missing Redis is a failure, not a skip)")
-    pytest.skip(reason)
 
 
 def require_redis_package() -> None:

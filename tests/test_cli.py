@@ -771,6 +771,36 @@ def test_inspect_json_is_machine_readable(dev: DevIssuer, app_env: Path) -> None
     assert failed["session"] is None
 
 
+def test_inspect_shows_roles_permissions_and_the_active_org(dev: DevIssuer, tmp_path: Path) -> None:
+    env = tmp_path / "app.env"
+    write_bake(
+        env,
+        dev,
+        APP_CONFIG_AUTH__ISSUER=ISSUER,
+        APP_CONFIG_AUTH__AUDIENCE="api",
+        APP_CONFIG_CLAIMS__ROLES="/realm_access/roles",
+        APP_CONFIG_CLAIMS__PERMISSIONS="permissions",
+    )
+    extra = {
+        "realm_access": {"roles": ["admin", "auditor"]},
+        "permissions": ["read:reports"],
+        "active_org": "acme",
+    }
+    token = dev.access_token(sub="u1", organizations=ORGS, extra=extra)
+
+    text = run_inspect(["--env-file", str(env)], token)
+    machine = run_inspect(["--json", "--env-file", str(env)], token)
+
+    assert text.exit_code == 0, text.stderr
+    assert "Acme Corp (acme, id o1): owner [active]" in text.stdout
+    assert "roles: admin auditor" in text.stdout
+    assert "permissions: read:reports" in text.stdout
+    session = json.loads(machine.stdout)["session"]
+    assert (session["roles"], session["permissions"]) == (["admin", "auditor"], ["read:reports"])
+    assert session["active_organization"] == "o1"
+    assert_never_shown(text, token)
+
+
 def test_inspect_verifies_an_id_token_with_the_access_token(dev: DevIssuer, app_env: Path) -> None:
     access = dev.access_token(sub="u1")
     id_token = dev.id_token(sub="u1", name="Ada Lovelace")

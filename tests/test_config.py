@@ -273,6 +273,7 @@ def test_every_default_matches_the_design_table(env: pytest.MonkeyPatch) -> None
     assert auth.access_claim is None
     assert auth.rsa_alg == "RS256"
     assert auth.hs_secret is None
+    assert (auth.audience_claim, auth.tenants) == (None, None)
 
     assert config.endpoints.model_dump() == {
         "token": None,
@@ -324,10 +325,14 @@ def test_every_default_matches_the_design_table(env: pytest.MonkeyPatch) -> None
     # Empty means same origin (scheme, host and port).
     assert config.websocket.model_dump() == {"allowed_origins": [], "close_code": 4401}
     assert config.claims.model_dump() == {
+        "profile": "jwtedge",
         "organizations": "organizations",
         "projects": "projects",
         "scope": "scope",
         "active_org": "active_org",
+        "roles": None,
+        "permissions": None,
+        "role_ranks": None,
     }
     assert config.endpoint("token") is None
     assert config.jwks_uri is None
@@ -430,7 +435,7 @@ def test_malformed_section_value_is_config_invalid(
 
 
 def test_problems_name_only_real_settings(env: pytest.MonkeyPatch) -> None:
-    env.setenv("APP_CONFIG_AUTH__AUDIENCE", "5")
+    env.setenv("APP_CONFIG_AUTH__AUDIENCE", "[5.5]")
 
     exc = invalid()
 

@@ -253,19 +253,33 @@ def test_forward_auth_refuses_the_64000_character_token(how: str) -> None:
     assert issuer.stats.jwks_requests == 0
 
 
-def test_an_oversized_token_is_no_refresh_proof(issuer: DevIssuer) -> None:
+async def test_an_oversized_token_is_no_refresh_proof(issuer: DevIssuer) -> None:
     """The refresh proof is the caller's own verified token: the size cap comes first."""
     app = middleware(issuer, "unknown-kid")
-    with pytest.raises(TokenTooLarge):
-        app.verifier.verify_access(BIG, check_expiry=False)
-    with pytest.raises(TokenTooLarge):
-        app.verifier.verify_id(BIG)
 
-    assert app.proof_for(TokenSet(access=BIG, id=BIG, refresh="a-refresh-token")) is None
+    with pytest.raises(TokenTooLarge):
+        await app.proof_for(TokenSet(access=BIG, id=BIG, refresh="a-refresh-token"))
     genuine = issuer.access_token("u1", ttl=-60)
-    proof = app.proof_for(TokenSet(access=genuine, id=BIG, refresh="a-refresh-token"))
-    assert proof is not None
-    assert proof["sub"] == "u1"
+    claims, _key = await app.proof_for(TokenSet(access=genuine, id=BIG, refresh="r"))
+    assert claims["sub"] == "u1"
+    assert issuer.stats.jwks_requests == 0
+
+
+def test_a_refresh_cookie_with_an_oversized_id_token_never_reaches_the_issuer() -> None:
+    issuer = new_issuer()
+    refresh_token = issuer.login("ada")["refresh_token"]
+    app = edge_app(issuer, keys={"remote": "unknown-kid"})
+    cookie = f"jwtedge_refresh={refresh_token}; jwtedge_id={BIG}"
+    with TestClient(app, base_url=APP) as client:
+        page = client.get("/", headers={"Cookie": cookie})
+        api = client.get("/api/session", headers={"Cookie": cookie})
+
+    assert page.status_code == 200
+    # No new tokens (the cookies the proof failed with may be cleared).
+    assert "jwtedge_access=ey" not in page.headers.get("set-cookie", "")
+    assert api.status_code == 401
+    assert issuer.stats.token_requests == 0
+    assert issuer.stats.jwks_requests == 0
 
 
 class HostileTokenEndpoint(httpx2.AsyncBaseTransport):

@@ -250,8 +250,8 @@ async def test_cookies_give_a_session_with_user_organizations_and_projects(
         "email_verified": True,
     }
     assert session["organizations"] == [
-        {"id": "org_1", "slug": "acme", "name": "Acme Inc.", "role": "owner"},
-        {"id": "org_2", "slug": "globex", "name": "Globex Corporation", "role": "member"},
+        {**ORGS[0], "roles": ["owner"], "permissions": []},
+        {**ORGS[1], "roles": ["member"], "permissions": []},
     ]
     assert session["projects"] == [
         {"id": "prj_1", "slug": "website", "organization_id": "org_1"},

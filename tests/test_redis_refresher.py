@@ -297,6 +297,117 @@ async def test_an_issuer_answer_that_does_not_verify_spends_the_token_on_every_r
     assert dev_issuer.stats.reuse_detected == before.reuse_detected
 
 
+def _proof_key() -> str:
+    """A proof token's key (its SHA-256): fresh per test, so no cooldown carries over."""
+    return token_key("proof-" + secrets.token_urlsafe(16))
+
+
+def _random_refresh_token() -> str:
+    return "rt-" + secrets.token_urlsafe(24)
+
+
+async def test_a_failed_proof_cools_down_on_every_replica_then_refreshes(
+    replica: Replica, dev_issuer: DevIssuer, token_verifier: TokenVerifier, raw: Redis
+) -> None:
+    a, b = replica(cooldown=0.5), replica(cooldown=0.5)
+    old, proof = _expired_login(dev_issuer, token_verifier)
+    proof_key = _proof_key()
+    before = dev_issuer.stats.token_requests
+
+    with pytest.raises(RefreshFailed) as first:
+        await a.refresh(_random_refresh_token(), proof=proof, proof_key=proof_key)
+    refusals = []
+    for refresher in (b, b, a):
+        with pytest.raises(RefreshFailed) as caught:
+            await refresher.refresh(_random_refresh_token(), proof=proof, proof_key=proof_key)
+        refusals.append(caught.value)
+    with pytest.raises(RefreshFailed) as real:
+        await b.refresh(old, proof=proof, proof_key=proof_key)
+
+    assert first.value.context["reason"] == "invalid_grant"
+    assert {exc.context["reason"] for exc in [*refusals, real.value]} == {"cooldown"}
+    assert dev_issuer.stats.token_requests - before == 1
+    hold = f"{NAMESPACE}:proof:{{{proof_key}}}"
+    assert await raw.get(hold) == b"cooldown"
+    assert 0 < await raw.pttl(hold) <= 500
+
+    await asyncio.sleep(0.7)
+    result = await b.refresh(old, proof=proof, proof_key=proof_key)
+
+    assert result.tokens.access is not None
+    assert dev_issuer.stats.token_requests - before == 2
+    assert not await raw.exists(hold)  # a success leaves no hold behind
+
+
+async def test_one_proof_drives_one_issuer_call_at_a_time_across_replicas(
+    replica: Replica, dev_issuer: DevIssuer, token_verifier: TokenVerifier, raw: Redis
+) -> None:
+    a, b = replica(), replica()
+    old, proof = _expired_login(dev_issuer, token_verifier)
+    proof_key = _proof_key()
+    before = dataclasses.replace(dev_issuer.stats)
+    dev_issuer.token_delay = 0.3
+
+    owner = asyncio.ensure_future(a.refresh(old, proof=proof, proof_key=proof_key))
+    hold = f"{NAMESPACE}:proof:{{{proof_key}}}"
+    for _ in range(100):
+        if await raw.exists(hold):
+            break
+        await asyncio.sleep(0.01)
+    outcomes = await asyncio.gather(
+        # The same refresh token on the other replica waits for the owner's result...
+        b.refresh(old, proof=proof, proof_key=proof_key),
+        # ...while other refresh tokens with this proof get no call of their own.
+        *(b.refresh(_random_refresh_token(), proof=proof, proof_key=proof_key) for _ in range(5)),
+        return_exceptions=True,
+    )
+    result = await owner
+
+    same, *others = outcomes
+    assert isinstance(same, RefreshResult)
+    assert same.tokens == result.tokens
+    assert all(isinstance(o, RefreshFailed) for o in others)
+    assert {o.context["reason"] for o in others if isinstance(o, RefreshFailed)} == {"cooldown"}
+    assert dev_issuer.stats.token_requests - before.token_requests == 1
+    assert dev_issuer.stats.reuse_detected == before.reuse_detected
+    assert not await raw.exists(hold)
+
+
+async def test_refused_tokens_are_remembered_apart_from_spent_ones_and_expire_sooner(
+    replica: Replica, dev_issuer: DevIssuer, token_verifier: TokenVerifier, raw: Redis
+) -> None:
+    a, b = replica(failed_ttl=60, grace=0.2), replica(failed_ttl=60, grace=0.2)
+    old, proof = _expired_login(dev_issuer, token_verifier)
+    await a.refresh(old, proof=proof)
+    spent = f"{NAMESPACE}:{{{token_key(old)}}}:spent"
+    spent_ttl = await raw.pttl(spent)
+    before = dev_issuer.stats.token_requests
+
+    refused = [_random_refresh_token() for _ in range(30)]
+    for token in refused:
+        with pytest.raises(RefreshFailed):
+            await a.refresh(token, proof=proof)
+    assert dev_issuer.stats.token_requests - before == 30
+
+    # The other replica refuses them from Redis, without a call, as the issuer did.
+    with pytest.raises(RefreshFailed) as again:
+        await b.refresh(refused[0], proof=proof)
+    assert again.value.context == {"reason": "invalid_grant", "remembered": True}
+    assert dev_issuer.stats.token_requests - before == 30
+    for token in refused:
+        prefix = f"{NAMESPACE}:{{{token_key(token)}}}"
+        assert not await raw.exists(f"{prefix}:spent")
+        assert 0 < await raw.pttl(f"{prefix}:failed") <= 60_000
+    # The spent marker is untouched, and outlives every refusal marker.
+    assert await raw.pttl(spent) > 60_000
+    assert spent_ttl - await raw.pttl(spent) < 10_000
+    await asyncio.sleep(0.3)  # past the grace: the old token is only spent now
+    with pytest.raises(RefreshFailed) as replayed:
+        await b.refresh(old, proof=proof)
+    assert replayed.value.context.get("reason") == "spent"
+    assert dev_issuer.stats.token_requests - before == 30
+
+
 async def test_redis_outage_degrades_to_in_process_refresh_with_a_warning_and_no_token_in_logs(
     replica: Replica,
     dev_issuer: DevIssuer,

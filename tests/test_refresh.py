@@ -11,6 +11,7 @@ import asyncio
 import base64
 import json
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -275,7 +276,7 @@ async def test_spent_refresh_token_is_refused_after_the_grace_without_calling_th
     assert refresher.stats.calls == 1
 
 
-async def test_invalid_grant_marks_the_refresh_token_spent(
+async def test_invalid_grant_is_remembered_so_the_token_never_reaches_the_issuer_again(
     issuer: DevIssuer,
     verifier: TokenVerifier,
     make_refresher: Callable[..., InProcessRefresher],
@@ -293,8 +294,10 @@ async def test_invalid_grant_marks_the_refresh_token_spent(
 
     assert first.value.context["reason"] == "invalid_grant"
     assert first.value.context["status"] == 400
-    assert second.value.context["reason"] == "spent"
+    # The issuer's answer, remembered (so a page still clears its cookies), not a spend.
+    assert second.value.context == {"reason": "invalid_grant", "remembered": True}
     assert issuer.stats.token_requests == 1
+    assert refresher.stats.reuse_refused == 1
     for exc in (first.value, second.value):
         assert_no_secret(exc, tokens["refresh_token"])
 
@@ -372,6 +375,178 @@ async def test_a_failed_flight_reaches_every_waiter_and_leaves_no_flight_behind(
     # The next caller starts a new flight (the failure was transient).
     remember(secrets_seen, await refresher.refresh(tokens["refresh_token"], proof=proof))
     assert issuer.stats.token_requests == 2
+
+
+# -- the proof cooldown and the two memories ----------------------------------
+
+
+def random_refresh_token() -> str:
+    return "rt-" + secrets.token_urlsafe(24)
+
+
+async def test_a_failed_flight_cools_its_proof_down_for_every_refresh_token(
+    issuer: DevIssuer,
+    verifier: TokenVerifier,
+    make_refresher: Callable[..., InProcessRefresher],
+    clock: Clock,
+    secrets_seen: list[str],
+) -> None:
+    refresher = make_refresher(cooldown=5.0)
+    tokens = login(issuer, secrets_seen)
+    proof = proof_of(verifier, tokens["access_token"])
+    proof_key = token_key(tokens["access_token"])
+
+    with pytest.raises(RefreshFailed) as first:
+        await refresher.refresh(random_refresh_token(), proof=proof, proof_key=proof_key)
+    refused = []
+    for _ in range(20):
+        with pytest.raises(RefreshFailed) as caught:
+            await refresher.refresh(random_refresh_token(), proof=proof, proof_key=proof_key)
+        refused.append(caught.value)
+    # The real refresh token is refused too while its proof cools down...
+    with pytest.raises(RefreshFailed) as real:
+        await refresher.refresh(tokens["refresh_token"], proof=proof, proof_key=proof_key)
+
+    assert first.value.context["reason"] == "invalid_grant"
+    assert {exc.context["reason"] for exc in [*refused, real.value]} == {"cooldown"}
+    assert issuer.stats.token_requests == 1
+    for exc in [*refused, real.value]:
+        assert_no_secret(exc, tokens["refresh_token"], tokens["access_token"])
+
+    # ...and refreshes once the cooldown has passed; the real token was never spent.
+    clock.advance(5)
+    result = await refresher.refresh(tokens["refresh_token"], proof=proof, proof_key=proof_key)
+    remember(secrets_seen, result)
+    assert issuer.stats.token_requests == 2
+    assert issuer.stats.refresh_grants == 1
+
+
+async def test_the_cooldown_is_keyed_by_the_proof_token_not_by_the_user(
+    issuer: DevIssuer,
+    verifier: TokenVerifier,
+    make_refresher: Callable[..., InProcessRefresher],
+    secrets_seen: list[str],
+) -> None:
+    refresher = make_refresher()
+    victim = login(issuer, secrets_seen)
+    # An old access token of the same user and session: a stolen one, say.
+    claims = proof_of(verifier, victim["access_token"])
+    old = issuer.access_token("u1", sid=claims["sid"], iat=int(claims["iat"]) - 1000)
+    secrets_seen.append(old)
+    with pytest.raises(RefreshFailed):
+        await refresher.refresh(
+            random_refresh_token(), proof=proof_of(verifier, old), proof_key=token_key(old)
+        )
+
+    result = await refresher.refresh(
+        victim["refresh_token"],
+        proof=proof_of(verifier, victim["access_token"]),
+        proof_key=token_key(victim["access_token"]),
+    )
+
+    remember(secrets_seen, result)
+    assert result.claims["sub"] == "u1"
+    assert issuer.stats.token_requests == 2
+
+
+async def test_one_proof_drives_one_issuer_call_at_a_time(
+    issuer: DevIssuer,
+    verifier: TokenVerifier,
+    make_refresher: Callable[..., InProcessRefresher],
+    secrets_seen: list[str],
+) -> None:
+    gated = Gated(httpx2.ASGITransport(app=issuer.app))
+    refresher = make_refresher(transport=gated)
+    tokens = login(issuer, secrets_seen)
+    proof = proof_of(verifier, tokens["access_token"])
+    proof_key = token_key(tokens["access_token"])
+
+    owner = asyncio.create_task(
+        refresher.refresh(tokens["refresh_token"], proof=proof, proof_key=proof_key)
+    )
+    await gated.entered.wait()
+    # The same refresh token joins the flight; any other one with this proof is refused.
+    joiner = asyncio.create_task(
+        refresher.refresh(tokens["refresh_token"], proof=proof, proof_key=proof_key)
+    )
+    outcomes = await asyncio.gather(
+        *(
+            refresher.refresh(random_refresh_token(), proof=proof, proof_key=proof_key)
+            for _ in range(30)
+        ),
+        return_exceptions=True,
+    )
+    gated.gate.set()
+    result = remember(secrets_seen, await owner)
+
+    assert await joiner is result
+    assert all(isinstance(o, RefreshFailed) for o in outcomes)
+    assert {o.context["reason"] for o in outcomes if isinstance(o, RefreshFailed)} == {"cooldown"}
+    assert issuer.stats.token_requests == 1
+    # A success releases the proof without a cooldown.
+    with pytest.raises(RefreshFailed) as after:
+        await refresher.refresh(random_refresh_token(), proof=proof, proof_key=proof_key)
+    assert after.value.context["reason"] == "invalid_grant"
+    assert issuer.stats.token_requests == 2
+
+
+async def test_no_number_of_refused_tokens_pushes_a_spent_token_out_of_memory(
+    issuer: DevIssuer,
+    verifier: TokenVerifier,
+    make_refresher: Callable[..., InProcessRefresher],
+    clock: Clock,
+    secrets_seen: list[str],
+) -> None:
+    refresher = make_refresher(spent_memory=10, failed_memory=10)
+    tokens = login(issuer, secrets_seen)
+    proof = proof_of(verifier, tokens["access_token"])
+    remember(secrets_seen, await refresher.refresh(tokens["refresh_token"], proof=proof))
+    clock.advance(GRACE + 1)
+
+    # Far more refusals than either memory holds, each a real issuer call.
+    refused = [random_refresh_token() for _ in range(100)]
+    for token in refused:
+        with pytest.raises(RefreshFailed):
+            await refresher.refresh(token, proof=proof)
+    assert issuer.stats.token_requests == 101
+
+    with pytest.raises(RefreshFailed) as spent:
+        await refresher.refresh(tokens["refresh_token"], proof=proof)
+    assert spent.value.context["reason"] == "spent"
+    assert issuer.stats.token_requests == 101
+    assert issuer.stats.reuse_detected == 0
+    # The refused memory is bounded: its newest entries are refused without a
+    # call, the oldest were forgotten.
+    with pytest.raises(RefreshFailed) as newest:
+        await refresher.refresh(refused[-1], proof=proof)
+    assert newest.value.context == {"reason": "invalid_grant", "remembered": True}
+    assert issuer.stats.token_requests == 101
+    with pytest.raises(RefreshFailed):
+        await refresher.refresh(refused[0], proof=proof)
+    assert issuer.stats.token_requests == 102
+
+
+async def test_the_cooldown_memory_expires_its_entries(
+    issuer: DevIssuer,
+    verifier: TokenVerifier,
+    make_refresher: Callable[..., InProcessRefresher],
+    clock: Clock,
+    secrets_seen: list[str],
+) -> None:
+    refresher = make_refresher(cooldown=2.0)
+    tokens = login(issuer, secrets_seen)
+    proof = proof_of(verifier, tokens["access_token"])
+    for n in range(50):
+        with pytest.raises(RefreshFailed):
+            await refresher.refresh(random_refresh_token(), proof=proof, proof_key=f"{n:064x}")
+    clock.advance(2)
+
+    # Every proof is free again; the expired entries were dropped on the way.
+    with pytest.raises(RefreshFailed) as again:
+        await refresher.refresh(random_refresh_token(), proof=proof, proof_key=f"{0:064x}")
+    assert again.value.context["reason"] == "invalid_grant"
+    assert issuer.stats.token_requests == 51
+    assert len(refresher._cooling) == 1
 
 
 # -- client authentication --------------------------------------------------

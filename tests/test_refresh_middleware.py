@@ -33,7 +33,20 @@ from starlette.websockets import WebSocket
 
 from verifier.config import AppConfig
 from verifier.cookies import CHUNK_SIZE
-from verifier.errors import RefreshFailed
+from verifier.errors import (
+    AlgorithmNotAllowed,
+    AudienceMismatch,
+    IssuedInFuture,
+    IssuerMismatch,
+    KeyNotFound,
+    KeysStale,
+    RefreshFailed,
+    SignatureInvalid,
+    TokenMalformed,
+    TokenMissing,
+    TokenNotYetValid,
+    VerifierError,
+)
 from verifier.jwks import parse_jwks
 from verifier.middleware import JWTSessionMiddleware, get_session, refresh_now
 from verifier.refresh import InProcessRefresher
@@ -515,17 +528,20 @@ def same_user_other_session(harness: Harness, old: Mapping[str, Any]) -> dict[st
 
 
 @pytest.mark.parametrize(
-    ("cookies_for", "asks_refresher"),
+    ("cookies_for", "refused"),
     [
-        pytest.param(refresh_cookie_alone, True, id="refresh-cookie-alone"),
-        pytest.param(forged_id_token, True, id="forged-id-token-copying-sid"),
-        pytest.param(tampered_id_token, True, id="tampered-id-token"),
-        pytest.param(another_users_access_token, True, id="another-users-access-token"),
-        pytest.param(another_users_id_token, True, id="another-users-id-token"),
-        pytest.param(same_user_other_session, True, id="same-user-other-sid"),
+        # No proof at all, or one that can never pass: refused before the
+        # refresher, and the cookies are cleared.
+        pytest.param(refresh_cookie_alone, "no_proof", id="refresh-cookie-alone"),
+        pytest.param(forged_id_token, "proof_invalid", id="forged-id-token-copying-sid"),
+        pytest.param(tampered_id_token, "proof_invalid", id="tampered-id-token"),
+        # A genuine proof of someone else: the refresher refuses to hand out the result.
+        pytest.param(another_users_access_token, "refresher", id="another-users-access-token"),
+        pytest.param(another_users_id_token, "refresher", id="another-users-id-token"),
+        pytest.param(same_user_other_session, "refresher", id="same-user-other-sid"),
         # An access token that does not verify is not "expired": no refresh is tried.
-        pytest.param(forged_access_token, False, id="forged-access-token-copying-sid"),
-        pytest.param(tampered_tokens, False, id="tampered-tokens"),
+        pytest.param(forged_access_token, None, id="forged-access-token-copying-sid"),
+        pytest.param(tampered_tokens, None, id="tampered-tokens"),
     ],
 )
 async def test_old_refresh_cookie_without_a_genuine_proof_gets_nothing_within_the_grace(
@@ -533,7 +549,7 @@ async def test_old_refresh_cookie_without_a_genuine_proof_gets_nothing_within_th
     issuer: DevIssuer,
     clock: Clock,
     cookies_for: Callable[[Harness, Mapping[str, Any]], dict[str, str]],
-    asks_refresher: bool,
+    refused: str | None,
 ) -> None:
     edge = harness.edge()
     async with edge.client() as client:
@@ -547,13 +563,20 @@ async def test_old_refresh_cookie_without_a_genuine_proof_gets_nothing_within_th
 
     assert response.status_code == 200
     assert response.json()["authenticated"] is False
-    assert "set-cookie" not in response.headers
+    cleared = set_cookies(response)
+    if refused in ("no_proof", "proof_invalid"):
+        assert all(cookie.deletes for cookie in cleared)
+        assert {cookie.name for cookie in cleared} == set(PLAIN.values())
+        assert edge.middleware.stats.refresh_refused == {refused: 1}
+    else:
+        assert cleared == []
+        assert edge.middleware.stats.refresh_refused == {}
     assert issuer.stats.token_requests == calls
     assert issuer.stats.revoked_families == 0
     assert edge.refresher is not None
     assert edge.refresher.stats.calls == 1
     assert edge.refresher.stats.grace_reused == 0
-    assert edge.refresher.stats.reuse_refused == int(asks_refresher)
+    assert edge.refresher.stats.reuse_refused == int(refused == "refresher")
     assert edge.middleware.stats.refreshed == 1
 
 
@@ -669,6 +692,28 @@ async def test_refresh_now_raises_refresh_failed_for_a_bearer_request(
     assert issuer.stats.token_requests == 0
 
 
+async def test_refresh_now_without_a_proof_makes_no_call_and_clears_the_cookies(
+    harness: Harness, issuer: DevIssuer
+) -> None:
+    edge = harness.edge()
+    tokens = harness.login()
+
+    async with edge.client() as client:
+        response = await client.post(
+            "/refresh", headers={**cookie_header(tokens, kinds=("refresh",)), "Origin": LOOPBACK}
+        )
+
+    assert response.status_code == 409
+    assert response.json()["error"] == "refresh_failed"
+    assert response.json()["authenticated"] is False
+    assert {cookie.name for cookie in set_cookies(response) if cookie.deletes} == set(
+        PLAIN.values()
+    )
+    assert issuer.stats.token_requests == 0
+    # The middleware refused once; refresh_now did not ask again.
+    assert edge.middleware.stats.refresh_refused == {"no_proof": 1}
+
+
 async def test_refresh_now_that_fails_keeps_the_current_session(
     harness: Harness, issuer: DevIssuer
 ) -> None:
@@ -749,19 +794,30 @@ async def test_a_failed_refresh_with_an_expired_token_is_anonymous_and_keeps_the
     assert issuer.stats.token_requests == 1
 
 
-async def test_after_a_transient_failure_the_next_request_refreshes(
+async def test_after_a_transient_failure_the_proof_cools_down_then_the_next_request_refreshes(
     harness: Harness, issuer: DevIssuer, clock: Clock
 ) -> None:
-    edge = harness.edge()
+    edge = harness.edge(refresh={"timeout": 5})
     tokens = harness.login()
     clock.advance(PAST_EXPIRY)
     issuer.fail_mode, issuer.fail_count = "500", 1
 
     async with edge.client() as client:
         failed = await client.get("/me", headers=cookie_header(tokens))
+        clock.advance(4)
+        cooling = await client.get("/me", headers=cookie_header(tokens))
+        cooling_api = await client.get("/api/items", headers=cookie_header(tokens))
+        clock.advance(1)
         retried = await client.get("/me", headers=cookie_header(tokens))
 
     assert failed.json()["authenticated"] is False
+    # Within refresh.timeout of the failure the same proof is refused locally:
+    # no call, the cookies kept, anonymous on a page and 401 on the API.
+    assert cooling.json()["authenticated"] is False
+    assert cooling_api.status_code == 401
+    for response in (failed, cooling, cooling_api):
+        assert "set-cookie" not in response.headers
+    assert edge.middleware.stats.refresh_refused == {"cooldown": 2}
     assert retried.json()["authenticated"] is True
     assert set(stored(retried)) == {"access", "id", "refresh"}
     assert issuer.stats.token_requests == 2
@@ -812,6 +868,42 @@ async def test_a_token_endpoint_that_times_out_leaves_the_session_as_it_was(
     assert "set-cookie" not in response.headers
     assert served.stats.token_requests == 1
     assert edge.middleware.stats.refresh_failed == {"refresh_failed": 1}
+
+
+# -- what counts as a proof ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "with_remote", "reason"),
+    [
+        (TokenMissing(), False, "no_proof"),
+        (TokenMalformed("x"), False, "proof_invalid"),
+        (SignatureInvalid(), True, "proof_invalid"),
+        (IssuerMismatch(), True, "proof_invalid"),
+        (AudienceMismatch(), True, "proof_invalid"),
+        (AlgorithmNotAllowed(), True, "proof_invalid"),
+        # A kid the bake lacks: the remote layer may learn it; without one, never.
+        (KeyNotFound(), True, "proof_unverifiable"),
+        (KeyNotFound(), False, "proof_invalid"),
+        (KeysStale(issuer=ISSUER), True, "proof_unverifiable"),
+        # Signature verified, but our clock disagrees with the issuer's: it will pass.
+        (TokenNotYetValid(), False, "proof_unverifiable"),
+        (IssuedInFuture(), False, "proof_unverifiable"),
+    ],
+    ids=lambda value: value.code if isinstance(value, VerifierError) else str(value),
+)
+def test_proof_failures_are_permanent_or_transient_by_their_cause(
+    issuer: DevIssuer, error: VerifierError, with_remote: bool, reason: str
+) -> None:
+    config = AppConfig(
+        auth={"issuer": ISSUER, "audience": "api", "client_id": "web", "jwks": issuer.jwks()},
+        endpoints={"token": ISSUER + "/token", "jwks_uri": ISSUER + "/jwks"},
+        keys={"remote": "unknown-kid" if with_remote else "never"},
+    )
+    middleware = JWTSessionMiddleware(Starlette(), config)
+
+    assert (middleware.remote is not None) is with_remote
+    assert middleware.proof_refusal(error) == reason
 
 
 # -- when refresh is skipped ----------------------------------------------------
@@ -934,19 +1026,43 @@ async def test_refresh_is_due_within_the_skew_even_though_the_token_still_verifi
     assert issuer.stats.token_requests == 1
 
 
-async def test_a_refresh_cookie_alone_refreshes_into_a_session(
+@pytest.mark.parametrize("path", ["/me", "/api/items"], ids=["page", "api"])
+async def test_a_refresh_cookie_alone_makes_no_call_and_is_cleared(
+    harness: Harness, issuer: DevIssuer, path: str
+) -> None:
+    edge = harness.edge()
+    tokens = harness.login()
+
+    async with edge.client() as client:
+        response = await client.get(path, headers=cookie_header(tokens, kinds=("refresh",)))
+
+    if path == "/me":
+        assert response.status_code == 200
+        assert response.json()["authenticated"] is False
+    else:
+        assert response.status_code == 401
+        assert response.json()["code"] == "token_missing"
+    cleared = set_cookies(response)
+    assert {cookie.name for cookie in cleared} == set(PLAIN.values())
+    assert all(cookie.deletes for cookie in cleared)
+    assert issuer.stats.token_requests == 0
+    assert edge.middleware.stats.refresh_refused == {"no_proof": 1}
+
+
+async def test_a_genuine_id_token_alone_is_a_proof_and_refreshes_into_a_session(
     harness: Harness, issuer: DevIssuer
 ) -> None:
     edge = harness.edge()
     tokens = harness.login()
 
     async with edge.client() as client:
-        response = await client.get("/me", headers=cookie_header(tokens, kinds=("refresh",)))
+        response = await client.get("/me", headers=cookie_header(tokens, kinds=("id", "refresh")))
 
     assert response.json()["authenticated"] is True
     assert response.json()["sub"] == "u1"
     assert set(stored(response)) == {"access", "id", "refresh"}
     assert issuer.stats.token_requests == 1
+    assert edge.middleware.stats.refresh_refused == {}
 
 
 async def test_an_invalid_access_token_that_is_not_expired_does_not_trigger_a_refresh(

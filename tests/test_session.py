@@ -377,9 +377,21 @@ def test_to_dict_is_a_json_ready_view_without_raw_claims() -> None:
             "picture": "https://example.com/ada.png",
             "email_verified": True,
         },
-        "organizations": [{"id": "o1", "slug": "acme", "name": "Acme Corp", "role": "owner"}],
+        "organizations": [
+            {
+                "id": "o1",
+                "slug": "acme",
+                "name": "Acme Corp",
+                "role": "owner",
+                "roles": ["owner"],
+                "permissions": [],
+            }
+        ],
+        "active_organization": None,
         "projects": [{"id": "p-hidden", "slug": "site", "organization_id": "o1"}],
         "scopes": ["openid", "read"],
+        "roles": [],
+        "permissions": [],
         "session_id": "s-secret-session",
         "expires_at": float(EXP),
     }

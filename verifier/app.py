@@ -65,6 +65,14 @@ from .metrics import CONTENT_TYPE, EdgeCollector, EdgeMetrics, create_registry, 
 from .middleware import JWTSessionMiddleware, error_response, get_session, refresh_now
 from .refresh import InProcessRefresher, Refresher, refresher_from_config
 from .remote import RemoteKeys
+from .request_rules import (
+    COOKIE_AUTH_KEY,
+    header_field,
+    is_websocket_handshake,
+    origin_of,
+    original_methods,
+    refusal,
+)
 from .session import Organization, Session
 from .stats import MiddlewareStats
 from .tokens import TokenVerifier
@@ -73,7 +81,6 @@ from .websocket import CloseAtExpiry
 __all__ = ["EdgeState", "app_from_env", "create_app"]
 
 _NO_STORE = {"Cache-Control": "no-store"}
-_UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 #: Characters kept as they are in X-Auth-* values; the rest is percent-encoded,
 #: so a claim can never smuggle a comma into a list or a newline into a header.
@@ -198,7 +205,7 @@ def _orgs_table(session: Session) -> str:
     if not session.organizations:
         return "<p class=muted>No organizations.</p>"
     rows = "".join(
-        f"<tr><td>{_e(org.name)}</td><td><code>{_e(org.slug)}</code></td>"
+        f"<tr><td>{_e(org.name or org.label)}</td><td><code>{_e(org.label)}</code></td>"
         f"<td>{_e(org.role or 'no role')}</td></tr>"
         for org in session.organizations
     )
@@ -208,7 +215,7 @@ def _orgs_table(session: Session) -> str:
 def _projects_list(session: Session) -> str:
     if not session.projects:
         return "<p class=muted>No projects.</p>"
-    names = {org.id: org.name for org in session.organizations}
+    names = {org.id: org.name or org.label for org in session.organizations}
     items = "".join(
         f"<li><code>{_e(project.slug or project.id)}</code>"
         + (
@@ -310,7 +317,7 @@ def _account(request: Request, session: Session) -> Response:
         ("Email verified", "yes" if user.email_verified else "no"),
         ("Session id", session.session_id or ""),
         ("Scopes", " ".join(session.token_scopes)),
-        ("Organizations", ", ".join(org.name for org in session.organizations)),
+        ("Organizations", ", ".join(org.name or org.label for org in session.organizations)),
         ("Access token expires", _expiry(session)),
     ]
     table = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
@@ -325,33 +332,52 @@ def _header_value(value: str) -> str:
     return quote(value, safe=_HEADER_SAFE)
 
 
+#: Largest X-Auth-Roles / X-Auth-Permissions value, in bytes. nginx reads an
+#: auth_request answer's headers into one buffer (proxy_buffer_size, 4 KiB or
+#: 8 KiB by default); two capped lists plus the other X-Auth-* headers fit.
+#: A longer list is cut at a whole entry and X-Auth-Truncated names it.
+LIST_HEADER_CAP = 1024
+
+
+def _header_list(values: Sequence[str], cap: int = LIST_HEADER_CAP) -> tuple[str, bool]:
+    """Comma-joined percent-encoded ``values`` within ``cap`` bytes; and whether any were cut."""
+    kept: list[str] = []
+    size = 0
+    for value in values:
+        encoded = _header_value(value)
+        size += len(encoded) + (1 if kept else 0)
+        if size > cap:
+            return ",".join(kept), True
+        kept.append(encoded)
+    return ",".join(kept), False
+
+
 def _own_origin(request: Request) -> str:
     """The origin the browser used. On this endpoint the request comes from the
     proxy: Traefik names the browser's host in X-Forwarded-Host (and scheme in
     X-Forwarded-Proto), and it sets them itself from what the browser sent, so a
-    browser cannot forge them; nginx passes the browser's Host instead."""
-    scheme = request.headers.get("x-forwarded-proto", request.url.scheme).lower()
-    host = request.headers.get("x-forwarded-host", "").lower() or request_host(request.scope)
-    default = {"http": ":80", "https": ":443"}.get(scheme, "")
-    if default and host.endswith(default):
-        host = host[: -len(default)]
-    return f"{scheme}://{host}"
+    browser cannot forge them; the shipped nginx config sets both as well."""
+    scheme = request.headers.get("x-forwarded-proto", request.url.scheme)
+    host = request.headers.get("x-forwarded-host", "") or request_host(request.scope)
+    return origin_of(scheme, host)
 
 
-def _same_origin(request: Request) -> bool:
-    origin = request.headers.get("origin")
-    if origin is not None:
-        return origin.lower().rstrip("/") == _own_origin(request)
-    return request.headers.get("sec-fetch-site", "").lower() == "same-origin"
-
-
-def _original_methods(request: Request) -> set[str]:
-    """The proxied request's method(s): nginx's X-Original-Method, Traefik's X-Forwarded-Method."""
-    return {
-        value.strip().upper()
-        for name in ("x-original-method", "x-forwarded-method")
-        if (value := request.headers.get(name))
-    }
+def _forward_rules(request: Request, edge: EdgeState, *, websocket: bool) -> CSRFRejected | None:
+    """The middleware's browser rules (:func:`verifier.request_rules.refusal`) applied
+    to the request the proxy is about to pass on: its method, its Origin, whether
+    it is a WebSocket handshake. Whether cookies authenticate it is the
+    middleware's own answer for this request (the token cookies are gone from
+    the headers here)."""
+    headers = request.scope["headers"]
+    return refusal(
+        cookie_auth=bool(request.scope.get(COOKIE_AUTH_KEY)),
+        methods=original_methods(headers),
+        websocket=websocket,
+        origin=header_field(headers, b"origin"),
+        sec_fetch_site=header_field(headers, b"sec-fetch-site"),
+        own_origin=lambda: _own_origin(request),
+        allowed_origins=edge.config.websocket.allowed_origins,
+    )
 
 
 def _forward_refusal(exc: AuthzError | CSRFRejected | ConfigInvalid) -> Response:
@@ -361,17 +387,23 @@ def _forward_refusal(exc: AuthzError | CSRFRejected | ConfigInvalid) -> Response
 
 def _forward_auth(request: Request, edge: EdgeState) -> Response:
     session = get_session(request)
+    # Before the session, as in the middleware: a cross-site request with a bad
+    # cookie is refused for its origin, not sent to sign in.
+    websocket = is_websocket_handshake(request.scope["headers"])
+    refused = _forward_rules(request, edge, websocket=websocket)
+    if refused is not None:
+        if websocket:
+            edge.stats.websocket_refused["origin"] += 1
+        else:
+            edge.stats.csrf_rejected += 1
+        return _forward_refusal(refused)
     if session is None:
         return unauthenticated_response()
-    bearer = request.headers.get("authorization", "").lower().startswith("bearer ")
-    if not bearer and _original_methods(request) & _UNSAFE_METHODS and not _same_origin(request):
-        edge.stats.csrf_rejected += 1
-        return _forward_refusal(CSRFRejected())
     org_param = request.query_params.get("org") or None
     role = request.query_params.get("role") or None
     if role is not None:
         try:
-            validate_role(role)
+            validate_role(role, session.role_ranks)
         except ValueError:
             # A misconfigured proxy rule: fail loudly (nginx turns it into a 500).
             return _forward_refusal(ConfigInvalid("the role query parameter names an unknown role"))
@@ -393,18 +425,25 @@ def _forward_auth(request: Request, edge: EdgeState) -> Response:
     if role is not None:
         assert org is not None
         try:
-            require_role(org, role)
+            require_role(org, role, session.role_ranks)
         except AuthzError as exc:
             return _forward_refusal(exc)
     headers = {**_NO_STORE, "X-Auth-User": _header_value(session.user.id)}
     if session.user.email and session.user.email_verified:
         headers["X-Auth-Email"] = _header_value(session.user.email)
     if org is not None:
-        headers["X-Auth-Org"] = _header_value(org.slug)
+        headers["X-Auth-Org"] = _header_value(org.slug or org.id)
         if org.role:
             headers["X-Auth-Role"] = _header_value(org.role)
-    headers["X-Auth-Orgs"] = ",".join(_header_value(o.slug) for o in session.organizations)
+    headers["X-Auth-Orgs"] = ",".join(_header_value(o.slug or o.id) for o in session.organizations)
     headers["X-Auth-Projects"] = ",".join(_header_value(p.id) for p in session.projects)
+    truncated = []
+    for name, values in (("Roles", session.roles), ("Permissions", session.permissions)):
+        headers[f"X-Auth-{name}"], cut = _header_list(values)
+        if cut:
+            truncated.append(name.lower())
+    if truncated:
+        headers["X-Auth-Truncated"] = ",".join(truncated)
     return Response(status_code=200, headers=headers)
 
 

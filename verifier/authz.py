@@ -12,11 +12,12 @@ Organization context (:func:`resolve_org`), first match wins:
    by id, then slug). It must be one of the caller's memberships, else
    ``org_forbidden``; selectors naming different organizations are a bad
    request (``org_required``);
-2. the ``active_org`` claim (its name is configurable), by id then slug, when
-   it names a membership. A claim naming an organization the caller is not a
-   member of is ignored, not refused: it is the issuer's hint about the last
-   selection, can only go stale, and ignoring it can never grant more than
-   the memberships the same token lists;
+2. the session's ``active_organization``: the membership the token says is
+   current (by the issuer profile; for ``jwtedge`` the ``active_org`` claim,
+   whose name is configurable, by id then slug). A claim naming an
+   organization the caller is not a member of is ignored, not refused: it is
+   the issuer's hint about the last selection, can only go stale, and
+   ignoring it can never grant more than the memberships the same token lists;
 3. the only organization, when there is exactly one;
 4. otherwise ``org_required`` (400, its message lists the slugs) when there
    are several, or ``org_membership_required`` (403) when there are none.
@@ -37,7 +38,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ParamSpec
 
 from starlette._utils import is_async_callable
@@ -70,16 +71,21 @@ __all__ = [
     "check_project",
     "error_body",
     "org_from_request",
+    "require_permissions",
     "require_role",
+    "require_roles",
     "require_scopes",
     "require_session",
     "requires_org",
+    "requires_permissions",
     "requires_project",
+    "requires_roles",
     "requires_scopes",
     "resolve_org",
     "response_for",
     "status_for",
     "unauthenticated_response",
+    "validate_names",
     "validate_role",
     "validate_scopes",
 ]
@@ -161,12 +167,15 @@ def resolve_org(
         if chosen is not None and org != chosen:
             raise OrgRequired(
                 "the request names different organizations; name one",
-                organizations=[o.slug for o in session.organizations],
+                organizations=[o.slug or o.id for o in session.organizations],
             )
         chosen = org
     if chosen is not None:
         return chosen
 
+    if session.active_organization is not None:
+        return session.active_organization
+    # Sessions built elsewhere, or an app naming another claim than the config.
     active = session.claims.get(active_claim)
     if isinstance(active, str) and (org := _by_ref(session, active)) is not None:
         return org
@@ -175,7 +184,7 @@ def resolve_org(
         return session.organizations[0]
     if not session.organizations:
         raise OrgMembershipRequired()
-    slugs = [org.slug for org in session.organizations]
+    slugs = [org.slug or org.id for org in session.organizations]
     raise OrgRequired(
         "choose an organization for this request (X-Org-Slug or X-Org-Id): one of "
         + ", ".join(slugs),
@@ -271,23 +280,62 @@ async def acheck_project(
 # -- roles and scopes --------------------------------------------------------------
 
 
-def validate_role(role: str) -> str:
-    """``role`` when it is a known role name; ``ValueError`` otherwise."""
-    if role not in ROLE_RANK:
-        known = ", ".join(ROLE_RANK)
+def validate_role(role: str, ranks: Mapping[str, int] | None = ROLE_RANK) -> str:
+    """``role`` when ``ranks`` ranks it (the default ranking unless given), else ``ValueError``.
+
+    ``ranks=None`` checks only that it is a usable name (decorators, which
+    learn the issuer profile's ranking from the session at request time).
+    """
+    validate_names((role,), "role")
+    if ranks is not None and role not in ranks:
+        known = ", ".join(ranks)
         raise ValueError(f"unknown role {role!r}; known roles: {known}")
     return role
 
 
-def require_role(org: Organization, role: str) -> None:
-    """``RoleInsufficient`` unless the caller's role in ``org`` ranks at least ``role``.
+def require_role(org: Organization, role: str, ranks: Mapping[str, int] = ROLE_RANK) -> None:
+    """``RoleInsufficient`` unless one of the caller's roles in ``org`` ranks at least ``role``.
 
-    member < admin < owner; unknown or missing roles rank below member.
-    Requiring an unknown role name raises ``ValueError``.
+    ``ranks`` is the ranking (the session's ``role_ranks``, i.e. the issuer
+    profile's or ``claims.role_ranks``; member < admin < owner by default);
+    unknown or missing roles rank 0. Requiring a role ``ranks`` does not know
+    raises ``ValueError`` (a wiring mistake: add it to ``claims.role_ranks``).
     """
-    if org.rank < role_rank(validate_role(role)):
+    if org.rank_in(ranks) < role_rank(validate_role(role, ranks), ranks):
         raise RoleInsufficient(
-            f"this needs the {role} role in {org.slug}", required=role, role=org.role
+            f"this needs the {role} role in {org.slug or org.id}", required=role, role=org.role
+        )
+
+
+def validate_names(names: Sequence[str], kind: str = "name") -> tuple[str, ...]:
+    """``names`` as a tuple; ``ValueError`` for an empty one or one holding whitespace."""
+    for name in names:
+        if not isinstance(name, str) or not name or any(c.isspace() for c in name):
+            raise ValueError(f"invalid {kind} {name!r}")
+    return tuple(names)
+
+
+def require_roles(session: Session, *roles: str) -> None:
+    """``RoleInsufficient`` unless the session holds every global role in ``roles``."""
+    held = session.roles
+    missing = [role for role in validate_names(roles, "role") if role not in held]
+    if missing:
+        raise RoleInsufficient(
+            "this needs the role: " + " ".join(missing), missing=missing, required=list(roles)
+        )
+
+
+def require_permissions(session: Session, *permissions: str) -> None:
+    """``ScopeInsufficient`` (403, ``insufficient_scope``) unless the session holds every
+    global permission in ``permissions``."""
+    held = session.permissions
+    wanted = validate_names(permissions, "permission")
+    missing = [permission for permission in wanted if permission not in held]
+    if missing:
+        raise ScopeInsufficient(
+            "the token lacks a required permission: " + " ".join(missing),
+            missing=missing,
+            required=list(permissions),
         )
 
 
@@ -423,15 +471,18 @@ def requires_org(
     """Resolve the organization (``request.state.org``), optionally at least ``role``.
 
     ``path_param`` names a route parameter holding the organization's id or
-    slug. An unknown ``role`` raises ``ValueError`` here, at decoration time.
+    slug. ``role`` passes when any of the caller's roles in the organization
+    ranks at least as high, by the session's ranking (the issuer profile's,
+    or ``claims.role_ranks``). A malformed ``role`` raises ``ValueError``
+    here, at decoration time; one the ranking does not know, at request time.
     """
     if role is not None:
-        validate_role(role)
+        validate_role(role, None)
 
     async def check(conn: HTTPConnection) -> None:
         org = org_from_request(conn, path_param=path_param, active_claim=active_claim)
         if role is not None:
-            require_role(org, role)
+            require_role(org, role, require_session(conn).role_ranks)
         conn.state.org = org
 
     return _guard(check)
@@ -465,5 +516,30 @@ def requires_scopes(*scopes: str) -> Callable[[Callable[_P, Any]], Callable[_P, 
 
     async def check(conn: HTTPConnection) -> None:
         require_scopes(require_session(conn), *scopes)
+
+    return _guard(check)
+
+
+def requires_roles(*roles: str) -> Callable[[Callable[_P, Any]], Callable[_P, Any]]:
+    """Require every global role in ``roles`` (``Session.roles``; 403 ``role_insufficient``)."""
+    if not roles:
+        raise ValueError("requires_roles needs at least one role")
+    validate_names(roles, "role")
+
+    async def check(conn: HTTPConnection) -> None:
+        require_roles(require_session(conn), *roles)
+
+    return _guard(check)
+
+
+def requires_permissions(*permissions: str) -> Callable[[Callable[_P, Any]], Callable[_P, Any]]:
+    """Require every global permission in ``permissions`` (``Session.permissions``;
+    403 ``insufficient_scope``)."""
+    if not permissions:
+        raise ValueError("requires_permissions needs at least one permission")
+    validate_names(permissions, "permission")
+
+    async def check(conn: HTTPConnection) -> None:
+        require_permissions(require_session(conn), *permissions)
 
     return _guard(check)

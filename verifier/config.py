@@ -95,6 +95,24 @@ def _split_list(value: object) -> object:
     return value
 
 
+def _digits_as_text(value: object) -> object:
+    """Audiences, client ids and tenant ids are strings however they look.
+
+    An all-digit id (a Zitadel project id such as ``284719360215432711``)
+    arrives as a JSON number from a JSON section or list; an integer is
+    turned back into its text. Floats and booleans are refused by the type.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, list):
+        return [_digits_as_text(item) for item in value]
+    return value
+
+
+def _id_list(value: object) -> object:
+    return _digits_as_text(_split_list(value))
+
+
 def _load_jwks(value: object) -> object:
     if value is None or value == "" or isinstance(value, JWKSet):
         return value or None
@@ -107,11 +125,19 @@ def _load_jwks(value: object) -> object:
 
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
 StrList = Annotated[list[str], NoDecode, BeforeValidator(_split_list)]
+IdList = Annotated[list[str], NoDecode, BeforeValidator(_id_list)]
+Id = Annotated[str, BeforeValidator(_digits_as_text)]
 Jwks = Annotated[
     JWKSet | None,
     BeforeValidator(_load_jwks),
     PlainSerializer(lambda jwks: jwks.to_dict() if jwks is not None else None),
 ]
+
+
+#: The one issuer that is not a URL: Stytch's default ``stytch.com/<project id>``.
+STYTCH_ISSUER = re.compile(
+    r"^stytch\.com/project-(?:test|live)-[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}$"
+)
 
 
 class _Section(BaseModel):
@@ -136,8 +162,10 @@ class BakeMeta(_Section):
 
 class AuthSettings(_Section):
     issuer: str
-    audience: str | list[str]
-    client_id: str | None = None
+    #: Accepted audiences; optional only with ``audience_claim="none"``.
+    #: NoDecode: an all-digit value must stay text, not become a JSON number.
+    audience: Annotated[str | list[str] | None, NoDecode] = None
+    client_id: Id | None = None
     client_secret: SecretStr | None = None
     jwks: Jwks = None
     jwks_meta: BakeMeta | None = None
@@ -150,23 +178,48 @@ class AuthSettings(_Section):
     access_claim: str | None = None
     rsa_alg: Literal["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"] = "RS256"
     hs_secret: SecretStr | None = None
+    #: The claim ``audience`` is compared with; ``None`` means the profile's
+    #: (``aud``; ``client_id`` for Cognito). ``"none"`` is the explicit opt-in
+    #: for issuers whose tokens carry no audience: tokens are then bound by
+    #: issuer and keys only.
+    audience_claim: str | None = None
+    #: Entra: the accepted ``tid`` values (required when ``issuer`` holds ``{tenantid}``).
+    tenants: IdList | None = None
 
     @field_validator("issuer")
     @classmethod
     def _issuer_is_url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^\s/?#]+", value):
+        # Stytch's session JWTs carry "iss": "stytch.com/<project id>", no scheme.
+        if not re.match(r"^https?://[^\s/?#]+", value) and not STYTCH_ISSUER.match(value):
             raise ValueError("the issuer must be an http(s) URL")
         return value
 
     @field_validator("audience", mode="before")
     @classmethod
     def _audience(cls, value: object) -> object:
+        if value is None:
+            return None
         if isinstance(value, str) and value.strip().startswith("["):
             value = _split_list(value)
+        value = _digits_as_text(value)
         if isinstance(value, list) and not all(isinstance(v, str) and v for v in value):
             raise ValueError("every audience must be a non-empty string")
         if not value:
             raise ValueError("at least one audience is required")
+        return value
+
+    @field_validator("audience_claim")
+    @classmethod
+    def _audience_claim(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("name a claim, or 'none' to check no audience")
+        return value
+
+    @field_validator("tenants")
+    @classmethod
+    def _tenants(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not all(value):
+            raise ValueError("a tenant id must not be empty")
         return value
 
     @field_validator("jwks_meta", mode="before")
@@ -197,23 +250,15 @@ class AuthSettings(_Section):
         return value
 
     @model_validator(mode="after")
-    def _audience_separation(self) -> AuthSettings:
-        if (
-            self.client_id is not None
-            and self.client_id in self.audiences
-            and not self.require_at_jwt
-            and not self.access_claim
-        ):
-            raise ValueError(
-                "auth.audience contains auth.client_id, so an ID token would pass as an "
-                "access token: set auth.require_at_jwt or auth.access_claim"
-            )
+    def _algorithms_and_secret(self) -> AuthSettings:
         if self.algorithms and set(self.algorithms) & set(HMAC_ALGORITHMS) and not self.hs_secret:
             raise ValueError("HS* algorithms need auth.hs_secret")
         return self
 
     @property
     def audiences(self) -> tuple[str, ...]:
+        if self.audience is None:
+            return ()
         return (self.audience,) if isinstance(self.audience, str) else tuple(self.audience)
 
     @property
@@ -326,10 +371,57 @@ class WebSocketSettings(_Section):
 
 
 class ClaimsSettings(_Section):
+    """Where the session's parts are read (``claims.*``).
+
+    ``profile`` names the issuer profile (:mod:`verifier.profiles`). ``roles``
+    and ``permissions``, when set, replace the profile's own sources: a claim
+    name (namespaced URLs allowed) or an RFC 6901 JSON Pointer
+    (``/realm_access/roles``). ``role_ranks`` (role -> rank) replaces the
+    profile's ranking; unknown roles rank 0.
+    """
+
+    profile: str = "jwtedge"
     organizations: str = "organizations"
     projects: str = "projects"
     scope: str = "scope"
     active_org: str = "active_org"
+    roles: str | None = None
+    permissions: str | None = None
+    role_ranks: dict[str, int] | None = None
+
+    @field_validator("profile")
+    @classmethod
+    def _profile(cls, value: str) -> str:
+        from .profiles import get_profile  # the profiles import this module
+
+        try:
+            get_profile(value)
+        except KeyError as exc:
+            raise ValueError(str(exc.args[0])) from None
+        return value
+
+    @field_validator("roles", "permissions")
+    @classmethod
+    def _claim_path(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from .profiles import parse_claim_path
+
+        parse_claim_path(value)  # ValueError names the problem
+        return value
+
+    @field_validator("role_ranks", mode="before")
+    @classmethod
+    def _role_ranks(cls, value: object) -> object:
+        if isinstance(value, dict):
+            for role, rank in value.items():
+                if not isinstance(role, str) or not role:
+                    raise ValueError("role names must be non-empty strings")
+                if isinstance(rank, bool) or not isinstance(rank, int):
+                    raise ValueError(  # noqa: TRY004 - pydantic reports ValueErrors
+                        "ranks are integers (a JSON map role -> rank)"
+                    )
+        return value
 
 
 class AppConfig(BaseSettings):
@@ -375,6 +467,58 @@ class AppConfig(BaseSettings):
             raise ConfigInvalid(
                 "invalid configuration: " + "; ".join(problems), problems=problems
             ) from None
+        problems = self._profile_problems()
+        if problems:
+            raise ConfigInvalid("invalid configuration: " + "; ".join(problems), problems=problems)
+
+    def _profile_problems(self) -> list[str]:
+        """Rules that need both ``auth`` and the profile in ``claims``."""
+        from .profiles import get_profile  # the profiles import this module
+
+        auth = self.auth
+        profile = get_profile(self.claims.profile)
+        tenants = frozenset(auth.tenants or ())
+        # Never silently unbound: "none" is the only way to check no audience,
+        # and an audience given with it would be ignored, so both is an error.
+        if auth.audience_claim == "none" and auth.audience is not None:
+            return [
+                "APP_CONFIG_AUTH__AUDIENCE: auth.audience is set but auth.audience_claim=none "
+                "checks no audience: remove one of them"
+            ]
+        if auth.audience_claim != "none" and auth.audience is None:
+            return [
+                "APP_CONFIG_AUTH__AUDIENCE: Field required (or auth.audience_claim=none for an "
+                "issuer whose tokens carry no audience)"
+            ]
+        problems = [
+            f"APP_CONFIG_{setting.upper().replace('.', '__')}: {message}"
+            for setting, message in profile.check_config(
+                issuer=auth.issuer, tenants=tenants, client_id=auth.client_id
+            )
+        ]
+        if "{tenantid}" in auth.issuer and not problems and profile.name != "entra":
+            problems.append(
+                "APP_CONFIG_AUTH__ISSUER: only the entra profile accepts a {tenantid} issuer"
+            )
+        if auth.tenants is not None and profile.name != "entra":
+            problems.append(
+                "APP_CONFIG_AUTH__TENANTS: only the entra profile reads tenants (the tid claim)"
+            )
+        audience_claim = auth.audience_claim or profile.audience_claim
+        if (
+            audience_claim == "aud"
+            and auth.client_id is not None
+            and auth.client_id in auth.audiences
+            and not auth.require_at_jwt
+            and not auth.access_claim
+            and not profile.tells_tokens_apart
+        ):
+            problems.append(
+                "APP_CONFIG_AUTH__AUDIENCE: auth.audience contains auth.client_id, so an ID "
+                "token would pass as an access token: set auth.require_at_jwt or "
+                "auth.access_claim"
+            )
+        return problems
 
     def endpoint(
         self, name: Literal["token", "authorization", "end_session", "revocation"]

@@ -40,9 +40,12 @@ from .authz import (
     require_role,
     require_session,
     response_for,
+    validate_names,
     validate_role,
     validate_scopes,
 )
+from .authz import require_permissions as _require_permissions
+from .authz import require_roles as _require_roles
 from .authz import require_scopes as _require_scopes
 from .errors import AuthzError, TokenMissing, VerifierError
 from .session import Organization, Session
@@ -54,6 +57,8 @@ __all__ = [
     "install_error_handler",
     "org_context",
     "project_access",
+    "require_permissions",
+    "require_roles",
     "require_scopes",
 ]
 
@@ -116,18 +121,19 @@ def org_context(
     """A dependency returning the request's organization (also ``request.state.org``).
 
     Resolution as in :func:`verifier.authz.resolve_org`; ``role`` is the
-    least role required (an unknown name raises ``ValueError`` here).
+    least role required, by the session's ranking (the issuer profile's or
+    ``claims.role_ranks``; a malformed name raises ``ValueError`` here).
     ``org_required`` answers 400.
     """
     if role is not None:
-        validate_role(role)
+        validate_role(role, None)
 
     # ``session`` pulls in the 401 and the OpenAPI scheme; the org reads it again.
     async def dependency(request: Request, session: CurrentSession) -> Organization:
         try:
             org = org_from_request(request, path_param=path_param, active_claim=active_claim)
             if role is not None:
-                require_role(org, role)
+                require_role(org, role, session.role_ranks)
         except (TokenMissing, AuthzError) as exc:
             raise VerifierHTTPException(exc) from exc
         request.state.org = org
@@ -172,6 +178,44 @@ def require_scopes(*scopes: str) -> Callable[..., Awaitable[Session]]:
     async def dependency(session: CurrentSession) -> Session:
         try:
             _require_scopes(session, *scopes)
+        except AuthzError as exc:
+            raise VerifierHTTPException(exc) from exc
+        return session
+
+    return dependency
+
+
+def require_roles(*roles: str) -> Callable[..., Awaitable[Session]]:
+    """A dependency returning the session when it holds every global role in ``roles``.
+
+    A missing role answers 403 ``role_insufficient``.
+    """
+    if not roles:
+        raise ValueError("require_roles needs at least one role")
+    validate_names(roles, "role")
+
+    async def dependency(session: CurrentSession) -> Session:
+        try:
+            _require_roles(session, *roles)
+        except AuthzError as exc:
+            raise VerifierHTTPException(exc) from exc
+        return session
+
+    return dependency
+
+
+def require_permissions(*permissions: str) -> Callable[..., Awaitable[Session]]:
+    """A dependency returning the session when it holds every global permission.
+
+    A missing permission answers 403 ``insufficient_scope`` with its ``WWW-Authenticate``.
+    """
+    if not permissions:
+        raise ValueError("require_permissions needs at least one permission")
+    validate_names(permissions, "permission")
+
+    async def dependency(session: CurrentSession) -> Session:
+        try:
+            _require_permissions(session, *permissions)
         except AuthzError as exc:
             raise VerifierHTTPException(exc) from exc
         return session

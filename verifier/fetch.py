@@ -24,7 +24,7 @@ import ipaddress
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
@@ -77,6 +77,8 @@ class IssuerMetadata:
     revocation_endpoint: str | None = None
     #: False when discovery was 404 and ``<issuer>/jwks`` was assumed, or skipped.
     discovered: bool = True
+    #: The discovery document as served (the bake reads issuer hints from it).
+    document: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +121,12 @@ def is_loopback_url(url: str) -> bool:
 
 
 def discovery_url(issuer: str) -> str:
-    """``<issuer>/.well-known/openid-configuration`` (one trailing slash dropped, per OIDC)."""
-    return issuer.removesuffix("/") + DISCOVERY_PATH
+    """``<issuer>/.well-known/openid-configuration`` (one trailing slash dropped, per OIDC).
+
+    A multi-tenant Entra issuer (``…/{tenantid}/v2.0``) is discovered at its
+    ``common`` endpoint, whose document names that very template as issuer.
+    """
+    return issuer.replace("{tenantid}", "common").removesuffix("/") + DISCOVERY_PATH
 
 
 def _fallback_jwks_url(issuer: str) -> str:
@@ -348,7 +354,9 @@ class Fetcher:
             # The token endpoint will receive the client secret: same rule as keys.
             _check_url(value, what=name)
             endpoints[name] = value
-        return IssuerMetadata(issuer=issuer, jwks_uri=jwks_uri, discovered=True, **endpoints)
+        return IssuerMetadata(
+            issuer=issuer, jwks_uri=jwks_uri, discovered=True, document=document, **endpoints
+        )
 
     async def _fetch_jwks(self, jwks_uri: str, deadline: _Deadline) -> tuple[JWKSet, int]:
         _check_url(jwks_uri, what="jwks_uri")

@@ -26,6 +26,7 @@ Names (all prefixed ``jwtedge_``; counters end in ``_total``)::
     jwtedge_refresh_total{result="ok|failed|joined|grace_reused|reuse_refused"}
     jwtedge_refresh_store_events_total{event}   only with a shared store (Redis)
     jwtedge_refresh_failures_total{code}
+    jwtedge_refresh_refused_total{reason="no_proof|proof_invalid|proof_unverifiable|cooldown"}
     jwtedge_sessions_refreshed_total
     jwtedge_websocket_upgrades_total{outcome="authenticated|anonymous|refused",reason}
     jwtedge_logins_total{result="started|completed|failed",code}
@@ -66,6 +67,8 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 #: Seconds; a cached verify is microseconds, a refresh waits on the issuer.
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _REFRESH_RESULTS = ("ok", "failed", "joined", "grace_reused", "reuse_refused")
+#: Every reason a refresh is refused before a token-endpoint call (all exported, zeros too).
+_REFUSAL_REASONS = ("no_proof", "proof_invalid", "proof_unverifiable", "cooldown")
 
 
 def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
@@ -206,6 +209,14 @@ class EdgeCollector:
             "Requests whose refresh failed, by error code.",
             ["code"],
             [([code], n) for code, n in _by_code(self.stats.refresh_failed)],
+        )
+        refused = self.stats.refresh_refused
+        yield _labelled(
+            "jwtedge_refresh_refused",
+            "Refreshes refused without a token-endpoint call, by reason (no_proof, "
+            "proof_invalid, proof_unverifiable: may pass later, cooldown after a failure).",
+            ["reason"],
+            [([reason], refused.get(reason, 0)) for reason in _REFUSAL_REASONS],
         )
         yield _counter(
             "jwtedge_sessions_refreshed",

@@ -17,14 +17,19 @@ Bad credentials make a page request anonymous; under ``http.api_prefixes``,
 or whenever a Bearer header was used, they answer 401 (503 for
 ``keys_stale``) with RFC 6750 ``WWW-Authenticate``. ``on_error`` replaces that
 response. Nothing here calls the issuer, unless a token names a kid the bake
-lacks and the remote key layer is enabled.
+lacks and the remote key layer is enabled, or a refresh is due: then the
+request must first prove who it is with an access or ID token of this issuer
+whose signature verifies (expiry ignored). Without that proof no
+token-endpoint call is made; the refusal is counted by reason
+(``refresh_refused``) and, when the proof can never pass (absent, malformed,
+badly signed, another issuer or audience), the token cookies are cleared.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from starlette.authentication import AuthCredentials, UnauthenticatedUser
 from starlette.datastructures import MutableHeaders
@@ -39,20 +44,32 @@ from .cookies import (
     request_host,
     request_is_secure,
 )
-from .errors import CSRFRejected, RefreshFailed, TokenExpired, VerifierError
+from .errors import (
+    IssuedInFuture,
+    KeyNotFound,
+    KeysStale,
+    RefreshFailed,
+    TokenExpired,
+    TokenMissing,
+    TokenNotYetValid,
+    VerifierError,
+)
 from .keys import VerificationKey
-from .refresh import Refresher, refresher_from_config
+from .profiles import ClaimsMapper
+from .refresh import Refresher, refresher_from_config, token_key
 from .remote import RemoteKeys
+from .request_rules import (
+    COOKIE_AUTH_KEY,
+    bearer_token,
+    join_field,
+    origin_of,
+    refusal,
+    uses_cookie_credentials,
+)
 from .session import Session
 from .stats import MiddlewareStats
 from .tokens import TokenVerifier, check_size, unverified_header
-from .websocket import (
-    deny,
-    query_has_token,
-    refusal_for_origin,
-    refusal_for_query_token,
-    websocket_origin_allowed,
-)
+from .websocket import deny, query_has_token, refusal_for_query_token
 
 __all__ = ["JWTSessionMiddleware", "OnError", "error_response", "get_session", "refresh_now"]
 
@@ -60,7 +77,6 @@ logger = logging.getLogger("jwtedge")
 
 OnError = Callable[[HTTPConnection, VerifierError], Response]
 
-_UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _SPOOFABLE_PREFIXES = (b"x-auth-",)
 _SPOOFABLE_HEADERS = frozenset({b"x-user-id", b"x-forwarded-user"})
 _HEADER_KINDS = {
@@ -70,6 +86,14 @@ _HEADER_KINDS = {
     b"sec-fetch-site": "sec-fetch-site",
 }
 _ANONYMOUS = UnauthenticatedUser()  # stateless, so one instance serves every request
+
+#: Why a refresh was refused before any token-endpoint call.
+RefusalReason = Literal["no_proof", "proof_invalid", "proof_unverifiable", "cooldown"]
+#: Refusals after which the proof can never pass: the token cookies are cleared.
+_PERMANENT_REFUSALS = frozenset({"no_proof", "proof_invalid"})
+#: Proof failures that may pass on their own: keys the issuer still has to
+#: serve, or a clock that disagrees with the issuer's on a genuine token.
+_TRANSIENT_PROOF_ERRORS = (KeysStale, TokenNotYetValid, IssuedInFuture)
 
 
 class RemoteKeyLayer(Protocol):
@@ -115,12 +139,7 @@ class _Paths:
 
 
 def _origin_of(scope: Scope) -> str:
-    scheme = {"ws": "http", "wss": "https"}.get(scope.get("scheme", "http"), scope.get("scheme"))
-    host = request_host(scope)
-    default = {"http": ":80", "https": ":443"}.get(str(scheme), "")
-    if default and host.endswith(default):
-        host = host[: -len(default)]
-    return f"{scheme}://{host}"
+    return origin_of(str(scope.get("scheme", "http")), request_host(scope))
 
 
 class _Request:
@@ -161,13 +180,11 @@ class _Request:
                 continue
             elif kind == "authorization":
                 if self.bearer is None:
-                    scheme, _, credentials = item[1].decode("latin-1").partition(" ")
-                    if scheme.lower() == "bearer" and credentials.strip():
-                        self.bearer = credentials.strip()
+                    self.bearer = bearer_token(item[1].decode("latin-1"))
             elif kind == "origin":
-                self.origin = item[1].decode("latin-1")
+                self.origin = join_field(self.origin, item[1].decode("latin-1"))
             else:
-                self.sec_fetch_site = item[1].decode("latin-1").lower()
+                self.sec_fetch_site = join_field(self.sec_fetch_site, item[1].decode("latin-1"))
             headers.append(item)
         self.headers = headers
         self.stripped = stripped
@@ -195,7 +212,17 @@ _NO_TOKENS = TokenSet()
 class _Context:
     """Per-request refresh state: the cookies to set on the response."""
 
-    __slots__ = ("middleware", "present", "refreshed", "secure", "set_cookies", "tokens")
+    __slots__ = (
+        "attempted",
+        "error",
+        "middleware",
+        "present",
+        "refreshed",
+        "refusal",
+        "secure",
+        "set_cookies",
+        "tokens",
+    )
 
     def __init__(
         self,
@@ -211,6 +238,11 @@ class _Context:
         self.present = present
         self.set_cookies: list[str] = []
         self.refreshed = False
+        self.attempted = False
+        #: Why the last refresh did not happen or failed (for the API's answer).
+        self.error: VerifierError | None = None
+        #: Set when it was refused before any token-endpoint call.
+        self.refusal: RefusalReason | None = None
 
     def wrap(self, send: Send) -> Send:
         async def send_with_cookies(message: Message) -> None:
@@ -236,14 +268,22 @@ class _Context:
         )
 
     async def refresh(self, session: Session | None) -> Session | None:
-        """Refresh now; the new session, or ``session`` when it fails."""
+        """Refresh now; the new session, or ``session`` when it fails.
+
+        No proof, no call: the request must carry an access or ID token of
+        this issuer whose signature verifies (expiry ignored).
+        """
         middleware = self.middleware
         refresher = middleware.refresher
         assert refresher is not None
         assert self.tokens.refresh is not None
-        proof = middleware.proof_for(self.tokens)
+        self.attempted = True
         try:
-            result = await refresher.refresh(self.tokens.refresh, proof=proof)
+            proof, proof_key = await middleware.proof_for(self.tokens)
+        except VerifierError as exc:
+            return self._refuse(session, middleware.proof_refusal(exc), exc)
+        try:
+            result = await refresher.refresh(self.tokens.refresh, proof=proof, proof_key=proof_key)
             new = TokenSet(
                 access=result.tokens.access,
                 id=result.tokens.id or self.tokens.id,
@@ -255,10 +295,13 @@ class _Context:
                 new, secure=self.secure, present=self.present
             )
         except (VerifierError, ValueError) as exc:
+            reason = exc.context.get("reason") if isinstance(exc, VerifierError) else None
+            if reason == "cooldown" and isinstance(exc, VerifierError):
+                return self._refuse(session, "cooldown", exc)
             code = exc.code if isinstance(exc, VerifierError) else "refresh_failed"
             middleware.stats.refresh_failed[code] += 1
             logger.info("refresh failed: %s", code)
-            reason = exc.context.get("reason") if isinstance(exc, VerifierError) else None
+            self.error = exc if isinstance(exc, VerifierError) else RefreshFailed()
             if session is None and reason == "invalid_grant":
                 self.set_cookies = middleware.jar.clear_cookies(
                     secure=self.secure, present=self.present
@@ -268,6 +311,22 @@ class _Context:
         self.refreshed = True
         middleware.stats.refreshed += 1
         return fresh
+
+    def _refuse(
+        self, session: Session | None, reason: RefusalReason, exc: VerifierError
+    ) -> Session | None:
+        """No token-endpoint call: count why, and clear the cookies only when
+        the proof can never pass (a cooldown or a transient failure keeps them)."""
+        middleware = self.middleware
+        middleware.stats.refresh_refused[reason] += 1
+        # Debug, not info: strangers choose how often this happens (the metric counts it).
+        logger.debug("refresh refused: %s (%s)", reason, exc.code)
+        self.error, self.refusal = exc, reason
+        if session is None and reason in _PERMANENT_REFUSALS:
+            self.set_cookies = middleware.jar.clear_cookies(
+                secure=self.secure, present=self.present
+            )
+        return session
 
 
 async def refresh_now(conn: HTTPConnection) -> Session:
@@ -287,13 +346,19 @@ async def refresh_now(conn: HTTPConnection) -> Session:
     current = current if isinstance(current, Session) else None
     if ctx.refreshed and current is not None:
         return current  # this request already refreshed: its claims are fresh
-    # Passing the current session keeps the cookies of a still-valid session
-    # when the issuer refuses (invalid_grant clears them only without one).
-    session = await ctx.refresh(current)
-    if session is None or session is current:
-        raise RefreshFailed("the issuer did not refresh the session")
-    conn.scope["auth"], conn.scope["user"] = session, session.user
-    return session
+    if not ctx.attempted:
+        # Passing the current session keeps the cookies of a still-valid session
+        # when the issuer refuses (invalid_grant clears them only without one).
+        session = await ctx.refresh(current)
+        if session is not None and session is not current:
+            conn.scope["auth"], conn.scope["user"] = session, session.user
+            return session
+    # Refused or failed (now, or already by the middleware for this request:
+    # asking again would only be a second call or a second refusal).
+    error = ctx.error
+    code = error.code if error is not None else "refresh_failed"
+    reason = ctx.refusal or (error.context.get("reason", code) if error is not None else code)
+    raise RefreshFailed("the issuer did not refresh the session", reason=reason, cause=code)
 
 
 class JWTSessionMiddleware:
@@ -301,6 +366,8 @@ class JWTSessionMiddleware:
 
     ``config`` is required unless a ready ``verifier`` is passed.
     ``on_error(conn, exc)`` replaces the 401/503 API response.
+    ``claims_mapper`` maps verified claims to the session for an issuer no
+    profile covers (see :mod:`verifier.profiles`).
     """
 
     def __init__(
@@ -313,12 +380,15 @@ class JWTSessionMiddleware:
         refresher: Refresher | None = None,
         on_error: OnError | None = None,
         stats: MiddlewareStats | None = None,
+        claims_mapper: ClaimsMapper | None = None,
     ) -> None:
         if config is None:
             config = AppConfig()
+        if verifier is not None and claims_mapper is not None:
+            raise ValueError("pass claims_mapper to the TokenVerifier you pass")
         self.app = app
         self.config = config
-        self.verifier = verifier or TokenVerifier.from_config(config)
+        self.verifier = verifier or TokenVerifier.from_config(config, claims_mapper=claims_mapper)
         if remote is None and config.keys.remote != "never":
             # DESIGN's default: fetch only for an unknown kid (or with nothing baked).
             remote = RemoteKeys.from_config(config, self.verifier.keys)
@@ -348,14 +418,10 @@ class JWTSessionMiddleware:
             return
 
         secure, tokens = self._read_tokens(scope, request)
-        cookie_auth = request.bearer is None and (tokens.access or tokens.refresh) is not None
-        if (
-            cookie_auth
-            and scope["method"] in _UNSAFE_METHODS
-            and not self._same_origin(scope, request)
-        ):
+        refused = self._refusal(scope, request, tokens, methods=(scope["method"],))
+        if refused is not None:
             self.stats.csrf_rejected += 1
-            await self._reject(scope, receive, send, CSRFRejected(), force=True)
+            await self._reject(scope, receive, send, refused, force=True)
             return
 
         path = scope["path"]
@@ -392,6 +458,9 @@ class JWTSessionMiddleware:
             session = await ctx.refresh(session)
             if session is not None:
                 error = None
+            elif error is None:
+                # No access token to blame: the refusal or failure answers the API.
+                error = ctx.error
 
         if error is not None:
             self.stats.rejected[error.code] += 1
@@ -418,11 +487,10 @@ class JWTSessionMiddleware:
             await deny(scope, receive, send, refusal_for_query_token())
             return
         _, tokens = self._read_tokens(scope, request)
-        cookie_auth = request.bearer is None and (tokens.access or tokens.refresh) is not None
-        allowed = self.config.websocket.allowed_origins
-        if cookie_auth and not websocket_origin_allowed(request.origin, _origin_of(scope), allowed):
+        refused = self._refusal(scope, request, tokens, methods=())
+        if refused is not None:
             stats.websocket_refused["origin"] += 1
-            await deny(scope, receive, send, refusal_for_origin())
+            await deny(scope, receive, send, refused)
             return
         access = request.bearer or tokens.access
         if access is None or scope["path"] in self.excluded:
@@ -470,19 +538,63 @@ class JWTSessionMiddleware:
             return False
         return session.expires_at - self.verifier.now() < self.config.refresh.skew
 
-    def proof_for(self, tokens: TokenSet) -> dict[str, Any] | None:
-        """Claims of the caller's own access or ID token, expiry ignored."""
-        if tokens.access:
+    async def proof_for(self, tokens: TokenSet) -> tuple[dict[str, Any], str]:
+        """The proof a refresh needs: the claims of the caller's own access token
+        (else ID token) whose signature verifies, expiry ignored, and that
+        token's :func:`~verifier.refresh.token_key` (the cooldown's key).
+
+        Keys the bake lacks come through the remote layer, as for any token.
+        Raises :class:`~verifier.errors.TokenMissing` when the request carries
+        neither token, else the failure that may still pass
+        (:meth:`proof_refusal` says ``proof_unverifiable``), else the access
+        token's error.
+        """
+        errors: list[VerifierError] = []
+        for token, kind in ((tokens.access, "access"), (tokens.id, "id")):
+            if not token:
+                continue
             try:
-                return self.verifier.verify_access(tokens.access, check_expiry=False)
-            except VerifierError:
-                pass
-        if tokens.id:
-            try:
-                return self.verifier.verify_id(tokens.id)
-            except VerifierError:
-                pass
-        return None
+                await self._fetch_key_for(token)
+                if kind == "access":
+                    claims = self.verifier.verify_access(token, check_expiry=False)
+                else:
+                    claims = self.verifier.verify_id(token)
+            except VerifierError as exc:
+                errors.append(exc)
+                continue
+            return claims, token_key(token)
+        if not errors:
+            raise TokenMissing("no access or ID token to prove the refresh with")
+        transient = [exc for exc in errors if self.proof_refusal(exc) == "proof_unverifiable"]
+        raise (transient or errors)[0]
+
+    def proof_refusal(self, exc: VerifierError) -> RefusalReason:
+        """Why a proof failed: ``no_proof`` and ``proof_invalid`` never pass
+        (absent, malformed, badly signed, another issuer or audience);
+        ``proof_unverifiable`` may (keys not served yet or stale, clocks)."""
+        if isinstance(exc, TokenMissing):
+            return "no_proof"
+        if isinstance(exc, _TRANSIENT_PROOF_ERRORS):
+            return "proof_unverifiable"
+        # An unknown kid is a key the remote layer may still learn (a rotation
+        # inside its cooldown, a failed fetch); with no remote layer it never will.
+        if isinstance(exc, KeyNotFound) and self.remote is not None:
+            return "proof_unverifiable"
+        return "proof_invalid"
+
+    async def _fetch_key_for(self, token: str) -> None:
+        """Let the remote layer learn a kid the bake lacks (its cooldown applies)."""
+        remote = self.remote
+        if remote is None:
+            return
+        try:
+            # The size cap before the header is read, as on every token path.
+            header = unverified_header(token, max_bytes=self.verifier.max_token_bytes)
+        except VerifierError:
+            return  # verifying reports it
+        kid = header.get("kid")
+        if not remote.is_baked_kid(kid):
+            await remote.key_for(kid, header["alg"])
 
     async def _session(self, access: str, id_token: str | None) -> Session:
         """Verify the pair; keys the bake lacks go through the remote layer."""
@@ -508,10 +620,26 @@ class JWTSessionMiddleware:
                     await remote.key_for(kid, alg)
         return self.verifier.session(access, id_token)
 
-    def _same_origin(self, scope: Scope, request: _Request) -> bool:
-        if request.origin is not None:
-            return request.origin.lower() == _origin_of(scope)
-        return request.sec_fetch_site == "same-origin"
+    def _refusal(
+        self, scope: Scope, request: _Request, tokens: TokenSet, *, methods: tuple[str, ...]
+    ) -> VerifierError | None:
+        """The browser rules (:func:`verifier.request_rules.refusal`), as forward auth applies them.
+
+        Records in the scope whether cookies authenticate the request: the
+        forward-auth endpoint judges with the same answer, since the token
+        cookies are gone from the headers it sees.
+        """
+        cookie_auth = uses_cookie_credentials(request.bearer, tokens)
+        scope[COOKIE_AUTH_KEY] = cookie_auth
+        return refusal(
+            cookie_auth=cookie_auth,
+            methods=methods,
+            websocket=scope["type"] == "websocket",
+            origin=request.origin,
+            sec_fetch_site=request.sec_fetch_site,
+            own_origin=lambda: _origin_of(scope),
+            allowed_origins=self.config.websocket.allowed_origins,
+        )
 
     async def _reject(
         self, scope: Scope, receive: Receive, send: Send, exc: VerifierError, *, force: bool = False

@@ -10,7 +10,16 @@ slot::
     jwtedge:refresh:{<sha256>}:lease    owner of the issuer call (SET NX PX)
     jwtedge:refresh:{<sha256>}:result   the new token set, AES-GCM sealed, PX = grace
     jwtedge:refresh:{<sha256>}:spent    "1", PX = spent_ttl: never replay this token
+    jwtedge:refresh:{<sha256>}:failed   "1", PX = failed_ttl: the issuer refused it
     jwtedge:refresh:{<sha256>}:done     pub/sub channel: "done" or "failed:<reason>"
+    jwtedge:refresh:proof:{<sha256>}    the proof token's hold: the refresh-token key
+                                        its call is for, or "cooldown" after a failure
+
+Refused tokens (``invalid_grant``) are remembered under their own key with a
+shorter life than spent ones, so failures never replace a spent marker and,
+under a ``volatile-ttl`` eviction policy, go first. The proof hold is the
+in-process cooldown shared: one issuer call per proof token at a time across
+every replica, and none for ``cooldown`` seconds after it failed.
 
 A flight (one per token per process: requests in one worker join it) tries
 to take the lease with one script that also says whether the token is
@@ -66,7 +75,7 @@ from .refresh import (
 )
 from .tokens import TokenVerifier
 
-__all__ = ["MIN_STORE_KEY_BYTES", "RedisRefreshStats", "RedisRefresher"]
+__all__ = ["FAILED_TTL", "MIN_STORE_KEY_BYTES", "RedisRefreshStats", "RedisRefresher"]
 
 logger = logging.getLogger("jwtedge.refresh.redis")
 
@@ -74,6 +83,8 @@ logger = logging.getLogger("jwtedge.refresh.redis")
 MIN_STORE_KEY_BYTES = 32
 #: Spent markers live at most this long (and never longer than the refresh cookie).
 SPENT_TTL_CAP = 86400.0
+#: Refused-token markers live this long: shorter than spent ones, which matter more.
+FAILED_TTL = 3600.0
 _STORE_KEY_SETTING = "APP_CONFIG_REFRESH__STORE_KEY"
 _SEAL_VERSION = b"\x01"
 _NONCE_BYTES = 12
@@ -83,10 +94,11 @@ _NO_BACKOFF: Callable[[], AbstractBackoff] = NoBackoff
 #: Everything a Redis outage raises: redis-py's tree, socket errors, timeouts.
 _REDIS_ERRORS = (RedisError, OSError, TimeoutError)
 
-# KEYS: lease, result, spent. ARGV: owner, lease ms.
+# KEYS: lease, result, spent, failed. ARGV: owner, lease ms.
 # 1: the lease is ours; 0: another flight holds it; 2: the token is settled.
 _ACQUIRE = """
-if redis.call('exists', KEYS[2]) == 1 or redis.call('exists', KEYS[3]) == 1 then
+if redis.call('exists', KEYS[2]) == 1 or redis.call('exists', KEYS[3]) == 1
+    or redis.call('exists', KEYS[4]) == 1 then
   return 2
 end
 if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
@@ -101,8 +113,8 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
-# KEYS: lease, result, spent. ARGV: owner, sealed result or '', result ms,
-# spent ms or '', channel, message. Returns 1 when the lease was still ours.
+# KEYS: lease, result, spent, failed. ARGV: owner, sealed result or '', result ms,
+# spent ms or '', channel, message, failed ms or ''. Returns 1 when the lease was still ours.
 _SETTLE = """
 local owned = redis.call('get', KEYS[1]) == ARGV[1]
 if owned then
@@ -114,16 +126,42 @@ end
 if ARGV[4] ~= '' then
   redis.call('set', KEYS[3], '1', 'PX', ARGV[4])
 end
+if ARGV[7] ~= '' then
+  redis.call('set', KEYS[4], '1', 'PX', ARGV[7])
+end
 redis.call('publish', ARGV[5], ARGV[6])
 if owned then
   return 1
 end
 return 0
 """
+# KEYS: proof hold. ARGV: refresh-token key, hold ms. 1: this proof may drive
+# the call for that token (free, or already held for it); 0: cooling down or busy.
+_CLAIM_PROOF = """
+local held = redis.call('get', KEYS[1])
+if not held then
+  redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if held == ARGV[1] then
+  return 1
+end
+return 0
+"""
+# KEYS: proof hold. ARGV: refresh-token key. Drops the hold only while it is for that token.
+_RELEASE_PROOF = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
 _OURS, _HELD, _SETTLED = 1, 0, 2
-#: Failures after which the token must never reach the issuer again: the issuer
-#: refused it, or answered 200 (so rotated it) with tokens that do not verify.
-_SPENT_REASONS = frozenset({"invalid_grant", "bad_tokens", "spent"})
+#: Failures after which the token must never reach the issuer again because it
+#: is spent: the issuer answered 200 (so rotated it) with tokens that do not
+#: verify, or another process spent it.
+_SPENT_REASONS = frozenset({"bad_tokens", "spent"})
+#: The issuer refused the token: remembered apart, for ``failed_ttl``.
+_FAILED_REASONS = frozenset({"invalid_grant"})
 
 
 @dataclass
@@ -149,12 +187,20 @@ class _Keys:
     lease: str
     result: str
     spent: str
+    failed: str
     channel: str
 
     @classmethod
     def of(cls, namespace: str, key: str) -> _Keys:
         base = f"{namespace}:{{{key}}}"
-        return cls(f"{base}:lease", f"{base}:result", f"{base}:spent", f"{base}:done")
+        return cls(
+            f"{base}:lease", f"{base}:result", f"{base}:spent", f"{base}:failed", f"{base}:done"
+        )
+
+    @property
+    def settled(self) -> list[str]:
+        """The lease and the keys that settle a token, in the scripts' order."""
+        return [self.lease, self.result, self.spent, self.failed]
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +254,9 @@ class RedisRefresher(InProcessRefresher):
     a ready ``redis.asyncio.Redis`` with ``decode_responses=False``.
     ``store_key`` (>= 32 bytes, the same on every replica) seals stored token
     sets. ``lease`` is the lease's life between renewals, ``spent_ttl`` how
-    long a spent token is remembered, ``redis_timeout`` the per-command socket
+    long a spent token is remembered, ``failed_ttl`` how long a token the issuer
+    refused is, ``cooldown`` how long a proof token is refused after a failed
+    flight (``timeout`` by default), ``redis_timeout`` the per-command socket
     timeout and ``retry_after`` how long Redis is skipped after it failed.
     """
 
@@ -224,8 +272,10 @@ class RedisRefresher(InProcessRefresher):
         client_auth: ClientAuth | None = None,
         grace: float = 10.0,
         timeout: float = 10.0,
+        cooldown: float | None = None,
         lease: float = 5.0,
         spent_ttl: float = SPENT_TTL_CAP,
+        failed_ttl: float = FAILED_TTL,
         redis_timeout: float = 1.0,
         retry_after: float = 5.0,
         namespace: str = "jwtedge:refresh",
@@ -240,6 +290,7 @@ class RedisRefresher(InProcessRefresher):
             client_auth=client_auth,
             grace=grace,
             timeout=timeout,
+            cooldown=cooldown,
             transport=transport,
             now=now,
         )
@@ -263,11 +314,14 @@ class RedisRefresher(InProcessRefresher):
         self._redis = client
         self.lease = lease
         self.spent_ttl = spent_ttl
+        self.failed_ttl = min(failed_ttl, spent_ttl)
         self.retry_after = retry_after
         self.namespace = namespace
         self._acquire = client.register_script(_ACQUIRE)
         self._renew_lease = client.register_script(_RENEW)
         self._settle_script = client.register_script(_SETTLE)
+        self._claim_proof_script = client.register_script(_CLAIM_PROOF)
+        self._release_proof_script = client.register_script(_RELEASE_PROOF)
         self._shared: dict[str, asyncio.Future[_Landed]] = {}
         self._skip_redis_until: float | None = None
 
@@ -308,6 +362,7 @@ class RedisRefresher(InProcessRefresher):
             verifier=verifier,
             grace=settings.grace,
             timeout=settings.timeout,
+            cooldown=settings.timeout,
             spent_ttl=min(config.cookies.refresh_max_age, SPENT_TTL_CAP),
             transport=transport,
             now=now,
@@ -331,7 +386,11 @@ class RedisRefresher(InProcessRefresher):
                 await self._redis.aclose()
 
     async def refresh(
-        self, refresh_token: str, *, proof: Mapping[str, Any] | None
+        self,
+        refresh_token: str,
+        *,
+        proof: Mapping[str, Any] | None,
+        proof_key: str | None = None,
     ) -> RefreshResult:
         """New tokens for ``refresh_token`` (see :class:`~verifier.refresh.Refresher`)."""
         key = token_key(refresh_token)
@@ -341,8 +400,9 @@ class RedisRefresher(InProcessRefresher):
         flight = self._shared.get(key)
         joined = flight is not None
         if flight is None:
+            self._claim_proof(proof_key, key)
             # Its own task: a disconnecting client must not cancel the others' refresh.
-            flight = asyncio.ensure_future(self._fly_shared(key, refresh_token, proof))
+            flight = asyncio.ensure_future(self._fly_shared(key, refresh_token, proof, proof_key))
             flight.add_done_callback(_retrieve)
             self._shared[key] = flight
         else:
@@ -353,33 +413,79 @@ class RedisRefresher(InProcessRefresher):
         return self._hand_out(landed.result, proof, joined=joined)
 
     async def _fly_shared(
-        self, key: str, refresh_token: str, proof: Mapping[str, Any] | None
+        self,
+        key: str,
+        refresh_token: str,
+        proof: Mapping[str, Any] | None,
+        proof_key: str | None,
     ) -> _Landed:
         try:
-            landed = await self._coordinate(key, refresh_token, proof)
+            landed = await self._coordinate(key, refresh_token, proof, proof_key)
         except RefreshFailed as exc:
-            if exc.context.get("reason") in _SPENT_REASONS:
-                self._remember_spent(key)
+            self._remember_failure(key, exc)
+            # A cooldown Redis reported is not a new failure: it must not prolong itself.
+            failed = exc.context.get("reason") != "cooldown"
+            self._release_proof(proof_key, key, failed=failed)
             raise
         else:
             self._kept[key] = _Kept(landed.result, self.now() + landed.keep)
             self._remember_spent(key)
+            self._release_proof(proof_key, key, failed=False)
             return landed
         finally:
             self._shared.pop(key, None)
 
     async def _coordinate(
-        self, key: str, refresh_token: str, proof: Mapping[str, Any] | None
+        self,
+        key: str,
+        refresh_token: str,
+        proof: Mapping[str, Any] | None,
+        proof_key: str | None,
     ) -> _Landed:
         """Through Redis; in process while Redis is known to be down or fails
         before this flight called the issuer."""
         if self._skip_redis_until is not None and self.now() < self._skip_redis_until:
             return await self._in_process(refresh_token, proof)
+        hold = f"{self.namespace}:proof:{{{proof_key}}}" if proof_key is not None else None
         try:
-            return await self._through_redis(_Keys.of(self.namespace, key), refresh_token, proof)
+            if hold is not None:
+                await self._claim_shared_proof(hold, key)
+            try:
+                landed = await self._through_redis(
+                    _Keys.of(self.namespace, key), refresh_token, proof
+                )
+            except RefreshFailed as exc:
+                if hold is not None and exc.context.get("reason") != "cooldown":
+                    await self._settle_shared_proof(hold, key, failed=True)
+                raise
+            if hold is not None:
+                await self._settle_shared_proof(hold, key, failed=False)
+            return landed
         except _REDIS_ERRORS as exc:
             self._redis_failed(exc)
             return await self._in_process(refresh_token, proof)
+
+    async def _claim_shared_proof(self, hold: str, key: str) -> None:
+        """The proof's hold on Redis, for this token; :class:`RefreshFailed` (cooldown)
+        while another replica's call with it runs or it cools down."""
+        held = await self._claim_proof_script(
+            keys=[hold], args=[key, _ms(self.timeout + self.lease + 1.0)]
+        )
+        if held != 1:
+            raise RefreshFailed(
+                "a refresh with this token failed or is under way elsewhere", reason="cooldown"
+            )
+
+    async def _settle_shared_proof(self, hold: str, key: str, *, failed: bool) -> None:
+        """Start the shared cooldown, or drop the hold; runs after the issuer may
+        have answered, so a Redis failure here is logged, never retried in process."""
+        try:
+            if failed:
+                await self._redis.set(hold, b"cooldown", px=_ms(self.cooldown))
+            else:
+                await self._release_proof_script(keys=[hold], args=[key])
+        except _REDIS_ERRORS as exc:
+            self._redis_failed(exc)
 
     async def _through_redis(
         self, keys: _Keys, refresh_token: str, proof: Mapping[str, Any] | None
@@ -395,9 +501,7 @@ class RedisRefresher(InProcessRefresher):
         involved = False
         try:
             while True:
-                outcome = await self._acquire(
-                    keys=[keys.lease, keys.result, keys.spent], args=[owner, _ms(self.lease)]
-                )
+                outcome = await self._acquire(keys=keys.settled, args=[owner, _ms(self.lease)])
                 self._redis_ok()
                 involved = True
                 if outcome == _OURS:
@@ -453,7 +557,12 @@ class RedisRefresher(InProcessRefresher):
         except RefreshFailed as exc:
             reason = str(exc.context.get("reason") or "issuer_error")
             await self._settle(
-                keys, owner, None, spent=reason in _SPENT_REASONS, message=f"failed:{reason}"
+                keys,
+                owner,
+                None,
+                spent=reason in _SPENT_REASONS,
+                failed=reason in _FAILED_REASONS,
+                message=f"failed:{reason}",
             )
             raise
         finally:
@@ -476,7 +585,14 @@ class RedisRefresher(InProcessRefresher):
             self._counters.lease_renewals += 1
 
     async def _settle(
-        self, keys: _Keys, owner: str, sealed: bytes | None, *, spent: bool, message: str
+        self,
+        keys: _Keys,
+        owner: str,
+        sealed: bytes | None,
+        *,
+        spent: bool,
+        message: str,
+        failed: bool = False,
     ) -> None:
         """Store the outcome, drop the lease and tell the waiters, in one step.
 
@@ -485,7 +601,7 @@ class RedisRefresher(InProcessRefresher):
         """
         try:
             owned = await self._settle_script(
-                keys=[keys.lease, keys.result, keys.spent],
+                keys=keys.settled,
                 args=[
                     owner,
                     sealed or b"",
@@ -493,6 +609,7 @@ class RedisRefresher(InProcessRefresher):
                     _ms(self.spent_ttl) if spent else "",
                     keys.channel,
                     message,
+                    _ms(self.failed_ttl) if failed else "",
                 ],
             )
         except _REDIS_ERRORS as exc:
@@ -508,12 +625,14 @@ class RedisRefresher(InProcessRefresher):
             )
 
     async def _read_settled(self, keys: _Keys) -> _Landed | None:
-        """The stored result, or :class:`RefreshFailed` when only the spent marker is left."""
+        """The stored result, or :class:`RefreshFailed` when only the spent or
+        refused marker is left."""
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.get(keys.result)
             pipe.pttl(keys.result)
             pipe.exists(keys.spent)
-            sealed, pttl, spent = await pipe.execute()
+            pipe.exists(keys.failed)
+            sealed, pttl, spent, failed = await pipe.execute()
         if sealed is not None:
             result = self._unseal(keys.result, sealed)
             self._counters.store_hits += 1
@@ -521,6 +640,13 @@ class RedisRefresher(InProcessRefresher):
         if spent:
             self.stats.reuse_refused += 1
             raise RefreshFailed("this refresh token was already spent", reason="spent")
+        if failed:
+            self.stats.reuse_refused += 1
+            raise RefreshFailed(
+                "the issuer already refused this refresh token",
+                reason="invalid_grant",
+                remembered=True,
+            )
         return None
 
     def _unseal(self, name: str, sealed: bytes) -> RefreshResult:

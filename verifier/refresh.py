@@ -11,8 +11,19 @@ fetches), so the refresher
   signature verifies (expiry ignored) for the same ``sub`` (and ``sid`` when
   the issuer sets one), so a stolen old refresh token alone gets nothing;
 - never replays a spent refresh token to the issuer;
+- remembers refresh tokens the issuer refused (``invalid_grant``) apart from
+  spent ones, both bounded, so no number of failures can make it forget a
+  spent token;
+- after a failed flight, refuses further refreshes carrying the same proof
+  token (keyed by its SHA-256, ``proof_key``) for ``cooldown`` seconds, and
+  lets one proof token drive one issuer call at a time, so a stolen or
+  replayed proof cannot spend the client's quota at the issuer;
 - verifies the new tokens locally, requiring the old ``iss``, ``sub`` and
   ``sid``, before anyone sees them.
+
+Whether a request may ask at all (it must carry a signature-valid access or
+ID token of this issuer) is the middleware's decision
+(:meth:`~verifier.middleware.JWTSessionMiddleware.proof_for`).
 
 :class:`Refresher` is the interface; :class:`InProcessRefresher` coordinates
 one process. Several workers or replicas need a shared store behind the same
@@ -41,6 +52,9 @@ from .oauth import TokenEndpointUnavailable, oauth_error, post_form
 from .tokens import TokenVerifier
 
 __all__ = [
+    "COOLDOWN_MEMORY",
+    "FAILED_MEMORY",
+    "SPENT_MEMORY",
     "InProcessRefresher",
     "RefreshResult",
     "RefreshStats",
@@ -54,6 +68,11 @@ logger = logging.getLogger("jwtedge.refresh")
 ClientAuth = Literal["client_secret_basic", "client_secret_post", "none"]
 #: How many spent refresh-token hashes are remembered (to never replay them).
 SPENT_MEMORY = 100_000
+#: How many refused refresh-token hashes are remembered, in their own memory:
+#: failures never push a spent token out.
+FAILED_MEMORY = 10_000
+#: How many proof tokens can be cooling down at once (the oldest go first).
+COOLDOWN_MEMORY = 100_000
 
 
 def token_key(refresh_token: str) -> str:
@@ -90,12 +109,19 @@ class Refresher(Protocol):
     stats: RefreshStats
 
     async def refresh(
-        self, refresh_token: str, *, proof: Mapping[str, Any] | None
+        self,
+        refresh_token: str,
+        *,
+        proof: Mapping[str, Any] | None,
+        proof_key: str | None = None,
     ) -> RefreshResult:
         """New tokens for ``refresh_token``, or :class:`RefreshFailed`.
 
         ``proof`` is the claims of the caller's current access or ID token,
         signature verified, expiry ignored (``None`` when it has none).
+        ``proof_key`` is that token's :func:`token_key`: with it, a failed
+        flight puts the proof in a cooldown (``reason="cooldown"`` refusals,
+        no issuer call) and one proof drives one issuer call at a time.
         """
         ...
 
@@ -106,8 +132,11 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-def _proof_matches(proof: Mapping[str, Any] | None, claims: Mapping[str, Any]) -> bool:
-    if proof is None or proof.get("sub") != claims.get("sub"):
+def _proof_matches(
+    proof: Mapping[str, Any] | None, claims: Mapping[str, Any], verifier: TokenVerifier
+) -> bool:
+    # Same user by the issuer profile's subject (Okta uid, Entra oid+tid), not raw sub.
+    if proof is None or not verifier.same_subject(proof, claims):
         return False
     sid = claims.get("sid")
     return sid is None or proof.get("sid") == sid
@@ -120,7 +149,12 @@ class _Kept:
 
 
 class InProcessRefresher:
-    """Single-flight refresh for one process."""
+    """Single-flight refresh for one process.
+
+    ``cooldown`` is how long a proof token is refused after its flight failed
+    (``timeout`` by default); ``spent_memory`` and ``failed_memory`` bound the
+    two memories of refresh-token hashes (spent, and refused by the issuer).
+    """
 
     def __init__(
         self,
@@ -132,8 +166,11 @@ class InProcessRefresher:
         client_auth: ClientAuth | None = None,
         grace: float = 10.0,
         timeout: float = 10.0,
+        cooldown: float | None = None,
         transport: httpx2.AsyncBaseTransport | None = None,
         now: Callable[[], float] = time.monotonic,
+        spent_memory: int = SPENT_MEMORY,
+        failed_memory: int = FAILED_MEMORY,
     ) -> None:
         self.token_endpoint = token_endpoint
         self.client_id = client_id
@@ -144,13 +181,23 @@ class InProcessRefresher:
         self.verifier = verifier
         self.grace = grace
         self.timeout = timeout
+        #: Seconds a proof token is refused after its flight failed (``timeout`` by default).
+        self.cooldown = timeout if cooldown is None else cooldown
         self.now = now
         self.stats = RefreshStats()
         self._transport = transport
         self._client: httpx2.AsyncClient | None = None
         self._flights: dict[str, asyncio.Future[RefreshResult]] = {}
         self._kept: dict[str, _Kept] = {}
+        # Two memories, each with its own bound: refused tokens cannot crowd out spent ones.
+        self.spent_memory = spent_memory
+        self.failed_memory = failed_memory
         self._spent: OrderedDict[str, None] = OrderedDict()
+        self._failed: OrderedDict[str, None] = OrderedDict()
+        #: proof key -> the refresh-token key its issuer call is for (in flight).
+        self._proof_flights: dict[str, str] = {}
+        #: proof key -> until when it is refused; insertion order is expiry order.
+        self._cooling: OrderedDict[str, float] = OrderedDict()
 
     @classmethod
     def from_config(
@@ -173,6 +220,7 @@ class InProcessRefresher:
             verifier=verifier,
             grace=config.refresh.grace,
             timeout=config.refresh.timeout,
+            cooldown=config.refresh.timeout,
             transport=transport,
             now=now,
         )
@@ -197,8 +245,13 @@ class InProcessRefresher:
             await self._client.aclose()
 
     async def refresh(
-        self, refresh_token: str, *, proof: Mapping[str, Any] | None
+        self,
+        refresh_token: str,
+        *,
+        proof: Mapping[str, Any] | None,
+        proof_key: str | None = None,
     ) -> RefreshResult:
+        """New tokens for ``refresh_token`` (see :class:`Refresher`)."""
         key = token_key(refresh_token)
         remembered = self._from_memory(key, proof)
         if remembered is not None:
@@ -208,33 +261,48 @@ class InProcessRefresher:
             self.stats.joined += 1
             result = await asyncio.shield(flight)
             return self._hand_out(result, proof, joined=True)
+        self._claim_proof(proof_key, key)
         # The call runs as its own task: a client that disconnects cancels its
         # request, not the refresh that other requests are waiting for.
-        flight = asyncio.ensure_future(self._fly(key, refresh_token, proof))
+        flight = asyncio.ensure_future(self._fly(key, refresh_token, proof, proof_key))
         flight.add_done_callback(_retrieve)
         self._flights[key] = flight
         return await asyncio.shield(flight)
 
     async def _fly(
-        self, key: str, refresh_token: str, proof: Mapping[str, Any] | None
+        self,
+        key: str,
+        refresh_token: str,
+        proof: Mapping[str, Any] | None,
+        proof_key: str | None,
     ) -> RefreshResult:
         try:
             result = await self._call_issuer(refresh_token, proof)
         except RefreshFailed as exc:
-            # invalid_grant: the issuer refused it; bad_tokens: it answered 200, so it
-            # has rotated the token. Either way a replay could only revoke the family.
-            if exc.context.get("reason") in ("invalid_grant", "bad_tokens"):
-                self._remember_spent(key)
+            self._remember_failure(key, exc)
+            self._release_proof(proof_key, key, failed=True)
             raise
         else:
             self._kept[key] = _Kept(result, self.now() + self.grace)
             self._remember_spent(key)
+            self._release_proof(proof_key, key, failed=False)
             return result
         finally:
             self._flights.pop(key, None)
 
+    def _remember_failure(self, key: str, exc: RefreshFailed) -> None:
+        """Never send this token again when the issuer refused or rotated it."""
+        reason = exc.context.get("reason")
+        if reason == "invalid_grant":
+            self._remember(self._failed, key, self.failed_memory)
+        elif reason in ("bad_tokens", "spent"):
+            # The issuer answered 200 (or another process spent it): it has rotated
+            # the token, and a replay could only revoke the whole family.
+            self._remember_spent(key)
+
     def _from_memory(self, key: str, proof: Mapping[str, Any] | None) -> RefreshResult | None:
-        """A result kept for the grace window, a refusal for a spent token, or ``None``."""
+        """A result kept for the grace window, a refusal for a spent or refused
+        token, or ``None``."""
         self._forget_expired()
         kept = self._kept.get(key)
         if kept is not None:
@@ -242,12 +310,67 @@ class InProcessRefresher:
         if key in self._spent:
             self.stats.reuse_refused += 1
             raise RefreshFailed("this refresh token was already spent", reason="spent")
+        if key in self._failed:
+            self.stats.reuse_refused += 1
+            # The issuer's own answer, remembered: the middleware treats it the same.
+            raise RefreshFailed(
+                "the issuer already refused this refresh token",
+                reason="invalid_grant",
+                remembered=True,
+            )
         return None
+
+    # -- the proof cooldown ---------------------------------------------------
+
+    def _claim_proof(self, proof_key: str | None, key: str) -> None:
+        """Let this proof drive an issuer call for ``key``, or refuse (``cooldown``).
+
+        Refused while the proof cools down after a failed flight, and while
+        it drives a call for another refresh token: a browser sends one refresh
+        token with its tokens, so one proof with many refresh tokens is a
+        stranger guessing, and each guess would be a call at the issuer.
+        """
+        if proof_key is None:
+            return
+        self._forget_cooled()
+        if proof_key in self._cooling:
+            raise RefreshFailed(
+                "a refresh with this token failed a moment ago; try again later",
+                reason="cooldown",
+            )
+        holder = self._proof_flights.get(proof_key)
+        if holder is not None and holder != key:
+            raise RefreshFailed("a refresh with this token is already under way", reason="cooldown")
+        self._proof_flights[proof_key] = key
+
+    def _release_proof(self, proof_key: str | None, key: str, *, failed: bool) -> None:
+        if proof_key is None:
+            return
+        if self._proof_flights.get(proof_key) == key:
+            del self._proof_flights[proof_key]
+        if failed:
+            self._cool_down(proof_key)
+
+    def _cool_down(self, proof_key: str) -> None:
+        """Refuse refreshes carrying this proof for ``cooldown`` seconds from now."""
+        self._cooling.pop(proof_key, None)
+        self._cooling[proof_key] = self.now() + self.cooldown
+        while len(self._cooling) > COOLDOWN_MEMORY:
+            self._cooling.popitem(last=False)
+
+    def _forget_cooled(self) -> None:
+        now = self.now()
+        cooling = self._cooling
+        while cooling:
+            proof_key, until = next(iter(cooling.items()))
+            if until > now:
+                return
+            del cooling[proof_key]
 
     def _hand_out(
         self, result: RefreshResult, proof: Mapping[str, Any] | None, *, joined: bool = False
     ) -> RefreshResult:
-        if not _proof_matches(proof, result.claims):
+        if not _proof_matches(proof, result.claims, self.verifier):
             self.stats.reuse_refused += 1
             raise RefreshFailed("the old refresh token alone does not get the new tokens")
         if not joined:
@@ -260,10 +383,16 @@ class InProcessRefresher:
             del self._kept[key]
 
     def _remember_spent(self, key: str) -> None:
-        self._spent[key] = None
-        self._spent.move_to_end(key)
-        while len(self._spent) > SPENT_MEMORY:
-            self._spent.popitem(last=False)
+        self._remember(self._spent, key, self.spent_memory)
+        # Spent outranks refused: the entry moves to the memory failures cannot touch.
+        self._failed.pop(key, None)
+
+    @staticmethod
+    def _remember(memory: OrderedDict[str, None], key: str, size: int) -> None:
+        memory[key] = None
+        memory.move_to_end(key)
+        while len(memory) > size:
+            memory.popitem(last=False)
 
     async def _call_issuer(
         self, refresh_token: str, proof: Mapping[str, Any] | None
@@ -314,7 +443,7 @@ class InProcessRefresher:
             raise RefreshFailed("the token response has no access_token", reason="bad_tokens")
         claims = self.verifier.verify_access(access)
         if proof is not None:
-            if proof.get("sub") != claims.get("sub"):
+            if not self.verifier.same_subject(proof, claims):
                 raise RefreshFailed("the new tokens are for another subject", reason="bad_tokens")
             if proof.get("sid") is not None and proof.get("sid") != claims.get("sid"):
                 raise RefreshFailed("the new tokens are for another session", reason="bad_tokens")

@@ -4,6 +4,11 @@ Follows Starlette's authentication contracts so ``@requires`` works
 unchanged: :class:`Session` is an ``AuthCredentials`` (``request.auth``)
 whose scopes are ``"authenticated"`` plus the token's scopes, and
 :class:`User` is a ``BaseUser`` (``request.user``). Everything is immutable.
+
+An issuer profile (:mod:`verifier.profiles`) maps verified claims to
+:class:`SessionParts`; :meth:`Session.from_parts` assembles the session.
+:meth:`Session.from_claims` is the ``jwtedge`` profile's shape
+(``organizations: [{id, slug, name, role}]``, ``projects``, ``scope``).
 """
 
 from __future__ import annotations
@@ -18,15 +23,23 @@ from starlette.authentication import AuthCredentials, BaseUser
 from .config import ClaimsSettings
 from .errors import ClaimsInvalid
 
-__all__ = ["ROLE_RANK", "Organization", "Project", "Session", "User", "role_rank"]
+__all__ = [
+    "ROLE_RANK",
+    "Organization",
+    "Project",
+    "Session",
+    "SessionParts",
+    "User",
+    "role_rank",
+]
 
 #: Known roles, lowest first. Unknown roles rank below ``member``.
 ROLE_RANK: Mapping[str, int] = MappingProxyType({"member": 1, "admin": 2, "owner": 3})
 
 
-def role_rank(role: str | None) -> int:
-    """Rank of a role; 0 for unknown or missing roles."""
-    return ROLE_RANK.get(role or "", 0)
+def role_rank(role: str | None, ranks: Mapping[str, int] = ROLE_RANK) -> int:
+    """Rank of a role in ``ranks`` (the default ranking unless given); 0 when unknown or missing."""
+    return ranks.get(role or "", 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,16 +67,37 @@ class User(BaseUser):
 
 class Organization(NamedTuple):
     """A membership from the token's claims (immutable; a NamedTuple because
-    building it is on the uncached hot path)."""
+    building it is on the uncached hot path).
+
+    ``id`` is always a string (an issuer that gives only an alias has the
+    alias as id); ``slug`` and ``name`` are ``None`` when the issuer does not
+    say. ``role`` is the primary role; ``roles`` every role the membership
+    holds (the primary one included) and ``permissions`` its permissions.
+    """
 
     id: str
-    slug: str
-    name: str
+    slug: str | None
+    name: str | None
     role: str | None = None
+    roles: tuple[str, ...] = ()
+    permissions: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        """What to show or send for this organization: its slug, else its id."""
+        return self.slug or self.id
 
     @property
     def rank(self) -> int:
-        return role_rank(self.role)
+        """The highest rank among its roles in the default ranking."""
+        return self.rank_in(ROLE_RANK)
+
+    def rank_in(self, ranks: Mapping[str, int]) -> int:
+        """The highest rank among ``role`` and ``roles`` in ``ranks``; 0 for none known."""
+        best = ranks.get(self.role or "", 0)
+        for role in self.roles:
+            best = max(best, ranks.get(role, 0))
+        return best
 
 
 class Project(NamedTuple):
@@ -74,20 +108,51 @@ class Project(NamedTuple):
     organization_id: str | None = None
 
 
+class SessionParts(NamedTuple):
+    """What an issuer profile reads from verified claims (see :mod:`verifier.profiles`).
+
+    Immutable (a NamedTuple: it is built on every uncached request).
+
+    ``user`` is ``None`` to let the session build it the common way: the
+    profile's subject as id; email, name, picture and ``email_verified`` from
+    the ID token when present, else the access token. ``active_organization``
+    is the organization the token says is current (one of ``organizations``),
+    else ``None``.
+    """
+
+    organizations: tuple[Organization, ...] = ()
+    projects: tuple[Project, ...] = ()
+    scopes: tuple[str, ...] = ()
+    roles: tuple[str, ...] = ()
+    permissions: tuple[str, ...] = ()
+    active_organization: Organization | None = None
+    user: User | None = None
+    #: The issuer's own session id claim (Supabase ``session_id``); ``None``: ``sid``.
+    session_id: str | None = None
+
+
 class Session(AuthCredentials):
     """An authenticated session (``request.auth``), immutable.
 
     ``scopes`` holds ``"authenticated"`` and the token's scopes, so
     ``@requires("authenticated")`` and ``@requires("read:projects")`` work.
+    ``roles`` and ``permissions`` are global (not per organization);
+    ``active_organization`` is the membership the token says is current;
+    ``role_ranks`` is the ranking ``requires_org(role=...)`` applies (the
+    profile's, or ``claims.role_ranks``).
     """
 
     __slots__ = (
         "_frozen",
+        "active_organization",
         "claims",
         "expires_at",
         "id_claims",
         "organizations",
+        "permissions",
         "projects",
+        "role_ranks",
+        "roles",
         "session_id",
         "token_scopes",
         "user",
@@ -97,6 +162,10 @@ class Session(AuthCredentials):
     organizations: tuple[Organization, ...]
     projects: tuple[Project, ...]
     token_scopes: tuple[str, ...]
+    roles: tuple[str, ...]
+    permissions: tuple[str, ...]
+    active_organization: Organization | None
+    role_ranks: Mapping[str, int]
     session_id: str | None
     expires_at: float
     claims: Mapping[str, Any]
@@ -109,25 +178,33 @@ class Session(AuthCredentials):
         organizations: tuple[Organization, ...] = (),
         projects: tuple[Project, ...] = (),
         token_scopes: tuple[str, ...] = (),
+        roles: tuple[str, ...] = (),
+        permissions: tuple[str, ...] = (),
+        active_organization: Organization | None = None,
+        role_ranks: Mapping[str, int] = ROLE_RANK,
         session_id: str | None = None,
         expires_at: float,
         claims: Mapping[str, Any],
         id_claims: Mapping[str, Any] | None = None,
     ) -> None:
         # Starlette's AuthCredentials keeps a list; a tuple keeps it immutable.
-        values = {
-            "scopes": ("authenticated", *token_scopes),
-            "user": user,
-            "organizations": organizations,
-            "projects": projects,
-            "token_scopes": token_scopes,
-            "session_id": session_id,
-            "expires_at": expires_at,
-            "claims": MappingProxyType(dict(claims)),
-            "id_claims": MappingProxyType(dict(id_claims)) if id_claims is not None else None,
-        }
-        for name, value in values.items():
-            object.__setattr__(self, name, value)
+        # One plain call per slot: this runs on every uncached request.
+        set_ = object.__setattr__
+        set_(self, "scopes", ("authenticated", *token_scopes))
+        set_(self, "user", user)
+        set_(self, "organizations", organizations)
+        set_(self, "projects", projects)
+        set_(self, "token_scopes", token_scopes)
+        set_(self, "roles", roles)
+        set_(self, "permissions", permissions)
+        set_(self, "active_organization", active_organization)
+        set_(self, "role_ranks", role_ranks)
+        set_(self, "session_id", session_id)
+        set_(self, "expires_at", expires_at)
+        set_(self, "claims", MappingProxyType(dict(claims)))
+        set_(
+            self, "id_claims", MappingProxyType(dict(id_claims)) if id_claims is not None else None
+        )
         object.__setattr__(self, "_frozen", True)
 
     def __setattr__(self, name: str, value: object) -> None:
@@ -142,6 +219,14 @@ class Session(AuthCredentials):
     @property
     def scope_set(self) -> frozenset[str]:
         return frozenset(self.token_scopes)
+
+    @property
+    def role_set(self) -> frozenset[str]:
+        return frozenset(self.roles)
+
+    @property
+    def permission_set(self) -> frozenset[str]:
+        return frozenset(self.permissions)
 
     def organization(self, id_or_slug: str) -> Organization | None:
         """The membership with this id or slug, if any."""
@@ -161,14 +246,26 @@ class Session(AuthCredentials):
                 "email_verified": self.user.email_verified,
             },
             "organizations": [
-                {"id": o.id, "slug": o.slug, "name": o.name, "role": o.role}
+                {
+                    "id": o.id,
+                    "slug": o.slug,
+                    "name": o.name,
+                    "role": o.role,
+                    "roles": list(o.roles),
+                    "permissions": list(o.permissions),
+                }
                 for o in self.organizations
             ],
+            "active_organization": (
+                self.active_organization.id if self.active_organization is not None else None
+            ),
             "projects": [
                 {"id": p.id, "slug": p.slug, "organization_id": p.organization_id}
                 for p in self.projects
             ],
             "scopes": list(self.token_scopes),
+            "roles": list(self.roles),
+            "permissions": list(self.permissions),
             "session_id": self.session_id,
             "expires_at": self.expires_at,
         }
@@ -181,39 +278,96 @@ class Session(AuthCredentials):
         *,
         names: ClaimsSettings | None = None,
     ) -> Session:
-        """Build a session from verified access (and ID) token claims.
+        """Build a session from verified claims in the ``jwtedge`` shape.
 
         Profile fields come from the ID token, falling back to the access
         token. Malformed ``organizations``/``projects`` raise ``claims_invalid``.
+        Other issuers' shapes go through :mod:`verifier.profiles`.
         """
-        names = names or _DEFAULT_NAMES
-        profile = id_claims or {}
-        sub = access["sub"]
+        return cls.from_parts(access, id_claims, jwtedge_parts(access, names or _DEFAULT_NAMES))
 
-        def pick(name: str, kind: type) -> Any:
-            value = profile.get(name, access.get(name))
-            if value is not None and not isinstance(value, kind):
-                raise ClaimsInvalid(f"claim {name!r} has the wrong type", claim=name)
-            return value
+    @classmethod
+    def from_parts(
+        cls,
+        access: Mapping[str, Any],
+        id_claims: Mapping[str, Any] | None,
+        parts: SessionParts,
+        *,
+        user_id: str | None = None,
+        role_ranks: Mapping[str, int] = ROLE_RANK,
+    ) -> Session:
+        """Assemble a session from what a profile read (``parts``).
 
-        user = User(
-            id=sub,
-            email=pick("email", str),
-            name=pick("name", str),
-            picture=pick("picture", str),
-            email_verified=pick("email_verified", bool) is True,
-        )
-        sid = access.get("sid", profile.get("sid"))
+        ``user_id`` is the profile's subject (``access["sub"]`` when omitted);
+        it is used only when ``parts.user`` is ``None``.
+        """
+        user = parts.user
+        if user is None:
+            user = build_user(access, id_claims, access["sub"] if user_id is None else user_id)
+        sid = parts.session_id
+        if sid is None:
+            sid = access.get("sid", (id_claims or {}).get("sid"))
         return cls(
             user=user,
-            organizations=_organizations(access.get(names.organizations), names.organizations),
-            projects=_projects(access.get(names.projects), names.projects),
-            token_scopes=_scopes(access, names.scope),
+            organizations=parts.organizations,
+            projects=parts.projects,
+            token_scopes=parts.scopes,
+            roles=parts.roles,
+            permissions=parts.permissions,
+            active_organization=parts.active_organization,
+            role_ranks=role_ranks,
             session_id=sid if isinstance(sid, str) else None,
             expires_at=float(access["exp"]),
             claims=access,
             id_claims=id_claims,
         )
+
+
+def build_user(
+    access: Mapping[str, Any], id_claims: Mapping[str, Any] | None, user_id: str
+) -> User:
+    """The user: ``user_id``, and email, name, picture, ``email_verified`` from
+    the ID token when it has them, else from the access token.
+
+    A field of the wrong type raises ``claims_invalid``.
+    """
+    profile = id_claims or {}
+
+    def pick(name: str, kind: type) -> Any:
+        value = profile.get(name, access.get(name))
+        if value is not None and not isinstance(value, kind):
+            raise ClaimsInvalid(f"claim {name!r} has the wrong type", claim=name)
+        return value
+
+    return User(
+        id=user_id,
+        email=pick("email", str),
+        name=pick("name", str),
+        picture=pick("picture", str),
+        email_verified=pick("email_verified", bool) is True,
+    )
+
+
+def jwtedge_parts(access: Mapping[str, Any], names: ClaimsSettings) -> SessionParts:
+    """The ``jwtedge`` shape: ``organizations``, ``projects``, ``scope``, ``active_org``.
+
+    The active organization is the membership ``active_org`` names, by id then
+    slug; a value that is not a string, or names no membership, is ignored
+    (it is the issuer's hint about the last selection and can only go stale).
+    """
+    orgs = _organizations(access.get(names.organizations), names.organizations)
+    active = None
+    hint = access.get(names.active_org)
+    if type(hint) is str and orgs:
+        active = next((o for o in orgs if o.id == hint), None) or next(
+            (o for o in orgs if o.slug == hint), None
+        )
+    return SessionParts(
+        organizations=orgs,
+        projects=_projects(access.get(names.projects), names.projects),
+        scopes=_scopes(access, names.scope),
+        active_organization=active,
+    )
 
 
 _DEFAULT_NAMES = ClaimsSettings()
@@ -251,7 +405,8 @@ def _organizations(value: object, claim: str) -> tuple[Organization, ...]:
         id_ = entry["id"]
         slug = _str_or_none(entry.get("slug"), claim) or id_
         name = _str_or_none(entry.get("name"), claim) or slug
-        orgs.append(Organization(id_, slug, name, _str_or_none(entry.get("role"), claim)))
+        role = _str_or_none(entry.get("role"), claim)
+        orgs.append(Organization(id_, slug, name, role, (role,) if role else ()))
     return tuple(orgs)
 
 

@@ -31,6 +31,9 @@ class MiddlewareStats:
     websocket_refused: Counter[str] = field(default_factory=Counter)
     #: Failed refreshes, by error code.
     refresh_failed: Counter[str] = field(default_factory=Counter)
+    #: Refreshes refused before any token-endpoint call, by reason: ``no_proof``,
+    #: ``proof_invalid``, ``proof_unverifiable`` (may pass later), ``cooldown``.
+    refresh_refused: Counter[str] = field(default_factory=Counter)
 
     def snapshot(self) -> dict[str, object]:
         """A JSON-ready copy."""
@@ -45,4 +48,5 @@ class MiddlewareStats:
             "websocket_anonymous": self.websocket_anonymous,
             "websocket_refused": dict(self.websocket_refused),
             "refresh_failed": dict(self.refresh_failed),
+            "refresh_refused": dict(self.refresh_refused),
         }

@@ -11,36 +11,32 @@ Two steps, like joserfc's ``jwt.decode`` then ``JWTClaimsRegistry``:
    come from the :class:`~verifier.keys.KeyStore`, never from the token.
 2. :class:`TokenVerifier` validates claims with an injected clock: exact
    issuer, audience, numeric dates, leeway, token type and audience
-   separation between access and ID tokens.
+   separation between access and ID tokens. The issuer profile
+   (:mod:`verifier.profiles`) says which claim holds the audience and which
+   the subject, tells its access tokens from its ID tokens before the
+   generic rules do, and maps the claims to the session.
 
 This is the hot path: it does no I/O and parses each segment once.
 
 What a forged token can cost is bounded before its signature is checked
-(issue 17; ``bench/hostile.py`` measures it): its size by
-``auth.max_token_bytes``, checked before anything else on every path
-(:func:`check_size`); its header by :data:`MAX_HEADER_MEMBERS` members (a
-JOSE header carries a handful), counted before parsing by a scan that stops
-at the first name over the limit, then one orjson parse, a nesting limit of
-:data:`MAX_NESTING_DEPTH` and a duplicate check, all linear. Claims (read
-only after the signature verified) may nest at most
-:data:`MAX_NESTING_DEPTH` levels too. The parsed-header cache holds only
-headers of tokens whose signature verified, bounded in bytes (64 KiB of
-segments, none over 1 KiB), so no request that fails to verify can grow it.
+(issue 17): the size cap, the header's member count, nesting and duplicate
+check, and the claims' nesting live in :mod:`verifier.limits`, all linear.
+The parsed-header cache holds only headers of tokens whose signature
+verified, bounded in bytes (64 KiB of segments, none over 1 KiB), so no
+request that fails to verify can grow it.
 """
 
 from __future__ import annotations
 
 import binascii
-import json
+import logging
 import math
-import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
-
-import orjson
 
 from .errors import (
     AlgorithmNotAllowed,
@@ -55,14 +51,26 @@ from .errors import (
     TokenMalformed,
     TokenMissing,
     TokenNotYetValid,
-    TokenTooLarge,
     TokenTypeInvalid,
 )
 from .keys import KeyStore
+from .limits import MAX_HEADER_MEMBERS, MAX_NESTING_DEPTH, check_size
+from .limits import load_claims as _load_claims
+from .limits import parse_header as _parse_header
+from .profiles import (
+    ClaimsMapper,
+    Profile,
+    ProfileContext,
+    TokenKind,
+    apply_overrides,
+    get_profile,
+)
 from .session import Session
 
 if TYPE_CHECKING:
     from .config import AppConfig, ClaimsSettings
+
+logger = logging.getLogger("jwtedge")
 
 __all__ = [
     "MAX_HEADER_MEMBERS",
@@ -84,27 +92,6 @@ _PADDING = {0: b"", 2: b"==", 3: b"="}
 # Header parameters that point at keys elsewhere: never followed, refused.
 _KEY_REFERENCES = ("jku", "x5u", "x5c", "jwk")
 _ID_TOKEN_ONLY = ("nonce", "at_hash", "c_hash")
-
-#: Members a token header may have, counted at every level. JOSE headers carry
-#: a handful (``alg``, ``kid``, ``typ``, ``cty``, ``crit``...); more is an
-#: attack on the parser, refused as ``token_malformed``.
-MAX_HEADER_MEMBERS = 32
-#: How deep a header or the claims may nest (the top-level object is level 1).
-#: Real issuers nest 4 or 5 levels (Stytch, Keycloak, Zitadel, PropelAuth).
-MAX_NESTING_DEPTH = 32
-
-
-def check_size(token: str | bytes, max_bytes: int) -> None:
-    """Raise :class:`~verifier.errors.TokenTooLarge` when ``token`` is over ``max_bytes``.
-
-    The first thing every path that receives a token does, before decoding
-    or parsing any of it (``auth.max_token_bytes``). A token is ASCII, so its
-    length in characters is its length in bytes; a longer non-ASCII string is
-    refused here too, and a shorter one right after, as malformed.
-    """
-    size = len(token)
-    if size > max_bytes:
-        raise TokenTooLarge(size=size, limit=max_bytes)
 
 
 def _b64url(segment: str, what: str) -> bytes:
@@ -131,99 +118,6 @@ def _b64url(segment: str, what: str) -> bytes:
         return binascii.a2b_base64(standard, strict_mode=True)
     except (binascii.Error, ValueError) as exc:
         raise TokenMalformed(f"the {what} segment is not base64url") from exc
-
-
-def _too_deep(value: Any) -> bool:
-    """Whether parsed JSON nests deeper than :data:`MAX_NESTING_DEPTH`: one walk, level by level.
-
-    Linear in the containers and their members. Of three linear checks
-    measured (this one; a depth-first walk keeping each value's depth; a scan
-    of the bytes with strings cut out) it was the cheapest, about one orjson
-    parse of the same payload; realistic payloads skip it (:func:`_shallow`).
-    """
-    level = [value]
-    depth = 1
-    while level:
-        if depth > MAX_NESTING_DEPTH:
-            return True
-        below = []
-        for item in level:
-            for child in item.values() if type(item) is dict else item:
-                kind = type(child)
-                if kind is dict or kind is list:
-                    below.append(child)
-        level = below
-        depth += 1
-    return False
-
-
-def _shallow(raw: bytes) -> bool:
-    """True when ``raw`` cannot nest deeper than the limit: it has few brackets at all.
-
-    Two C-speed counts (brackets inside strings count too, which only errs
-    towards the exact walk) spare realistic tokens the walk.
-    """
-    return raw.count(b"{") + raw.count(b"[") <= MAX_NESTING_DEPTH
-
-
-def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in result:
-            raise TokenMalformed("the header has duplicate members", member=name[:32])
-        result[name] = value
-    return result
-
-
-#: One JSON string, and whether a ":" follows it (then it is a member name).
-#: Possessive, and an unterminated string matches to the end: linear on any input.
-_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+(?:"[ \t\n\r]*+(:)?)?', re.DOTALL)
-
-
-def _more_members_than(raw: bytes, limit: int) -> bool:
-    """Whether the JSON text ``raw`` names more than ``limit`` members, at any level.
-
-    Read before parsing, and only as far as the member after the limit: every
-    quote outside a string opens one, so the scan stays aligned on valid JSON
-    (what is not valid JSON fails to parse next anyway).
-    """
-    names = 0
-    for string in _STRING.finditer(raw):
-        if string.group(1) is not None:
-            names += 1
-            if names > limit:
-                return True
-    return False
-
-
-def _parse_header(raw: bytes) -> dict[str, Any]:
-    """A header object: linear in ``raw``, at most :data:`MAX_HEADER_MEMBERS` members."""
-    # Every member name, at any level, is followed by exactly one ":" outside
-    # strings, so the colons bound the members from above: realistic headers
-    # skip the count, and a header with too many members is refused unparsed.
-    colons = raw.count(b":")
-    if colons > MAX_HEADER_MEMBERS and _more_members_than(raw, MAX_HEADER_MEMBERS):
-        raise TokenMalformed(f"the header has more than {MAX_HEADER_MEMBERS} members")
-    try:
-        header = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise TokenMalformed("the header is not JSON") from exc
-    if not isinstance(header, dict):
-        raise TokenMalformed("the header is not a JSON object")
-    if not _shallow(raw) and _too_deep(header):
-        raise TokenMalformed(f"the header nests deeper than {MAX_NESTING_DEPTH} levels")
-    # orjson keeps the last of duplicate members. When the colons number the
-    # top-level members, no object nests and no name repeats. Anything else (a
-    # colon in a value, a nested object, a repeated name, however escaped) pays
-    # for one exact stdlib parse: linear, and over at most 32 members.
-    if colons != len(header):
-        try:
-            exact: dict[str, Any] = json.loads(raw, object_pairs_hook=_refuse_duplicates)
-        except (ValueError, RecursionError) as exc:
-            # ValueError: stdlib json reads a few things orjson refused differently.
-            raise TokenMalformed("the header is not valid JSON") from exc
-        return exact
-    return header
 
 
 def _check_header(header: Mapping[str, Any]) -> tuple[str, str | None]:
@@ -351,18 +245,6 @@ def _verify(token: str | bytes, keys: KeyStore, max_bytes: int) -> tuple[Mapping
     return header, payload
 
 
-def _load_claims(payload: bytes) -> dict[str, Any]:
-    try:
-        claims = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        raise TokenMalformed("the payload is not JSON") from exc
-    if not isinstance(claims, dict):
-        raise TokenMalformed("the payload is not a JSON object")
-    if not _shallow(payload) and _too_deep(claims):
-        raise TokenMalformed(f"the payload nests deeper than {MAX_NESTING_DEPTH} levels")
-    return claims
-
-
 def _numeric_date(claims: Mapping[str, Any], name: str, *, required: bool) -> float | None:
     value = claims.get(name)
     if value is None:
@@ -382,15 +264,37 @@ def _is_at_jwt(typ: object) -> bool:
     return typ.removeprefix("application/") == "at+jwt"
 
 
-def _audiences(claims: Mapping[str, Any]) -> list[str]:
-    aud = claims.get("aud")
+def _audiences(claims: Mapping[str, Any], name: str = "aud") -> list[str]:
+    aud = claims.get(name)
     if aud is None:
-        raise AudienceMismatch('the token has no "aud" claim')
+        raise AudienceMismatch(f'the token has no "{name}" claim')
     if isinstance(aud, str):
         return [aud]
     if isinstance(aud, list) and aud and all(isinstance(item, str) for item in aud):
         return aud
-    raise ClaimsInvalid('the "aud" claim is neither a string nor a list of strings', claim="aud")
+    raise ClaimsInvalid(f'the "{name}" claim is neither a string nor a list of strings', claim=name)
+
+
+def _unverified_claims(token: str | bytes) -> tuple[Mapping[str, Any], Mapping[str, Any]] | None:
+    """Header and payload of a token, NOT verified: for a profile's early refusals only.
+
+    ``None`` when the token does not parse (verifying it reports why).
+    """
+    try:
+        text = token.decode("ascii") if isinstance(token, bytes | bytearray) else token
+        if not isinstance(text, str) or text.count(".") != 2:
+            return None
+        header_b64, payload_b64, _ = text.split(".")
+        header = _header(header_b64)[0]
+        claims = _load_claims(_b64url(payload_b64, "payload"))
+    except (UnicodeDecodeError, TokenMalformed, HeaderInvalid, AlgorithmNotAllowed):
+        return None
+    return header, claims
+
+
+def _overrides(profile: Profile, name: str) -> bool:
+    """Whether ``profile`` replaces the base class's method ``name`` (else it is skipped)."""
+    return getattr(type(profile), name) is not getattr(Profile, name)
 
 
 @dataclass
@@ -412,6 +316,15 @@ class TokenVerifier:
 
     Build it with :meth:`from_config`. ``now`` is the clock (seconds since
     the epoch); tests inject a fixed one.
+
+    ``profile`` is the issuer profile (a name or a
+    :class:`~verifier.profiles.Profile`; ``claim_names.profile`` when omitted).
+    ``claims_mapper`` replaces its mapping of claims to the session (same
+    signature as :meth:`Profile.map_claims`); everything else the profile
+    declares still applies. ``audience_claim`` overrides the profile's
+    audience claim (``"none"``: no audience is checked); ``tenants`` are
+    Entra's accepted ``tid`` values; ``role_ranks`` replaces the profile's
+    ranking.
     """
 
     def __init__(
@@ -428,7 +341,14 @@ class TokenVerifier:
         claim_names: ClaimsSettings | None = None,
         cache_size: int = 10_000,
         now: Clock = time.time,
+        profile: str | Profile | None = None,
+        claims_mapper: ClaimsMapper | None = None,
+        audience_claim: str | None = None,
+        tenants: tuple[str, ...] = (),
+        role_ranks: Mapping[str, int] | None = None,
     ) -> None:
+        from .config import ClaimsSettings
+
         self.keys = keys
         self.issuer = issuer
         self.audiences = frozenset(audiences)
@@ -439,6 +359,47 @@ class TokenVerifier:
         self.access_claim = access_claim
         self.claim_names = claim_names
         self.now = now
+        settings = claim_names if claim_names is not None else ClaimsSettings()
+        if profile is None:
+            profile = settings.profile
+        self.profile: Profile = get_profile(profile) if isinstance(profile, str) else profile
+        self.claims_mapper: ClaimsMapper = claims_mapper or self.profile.map_claims
+        self.tenants = frozenset(tenants)
+        self.context = ProfileContext(
+            settings, client_id=client_id, tenants=self.tenants, issuer=issuer
+        )
+        #: The claim holding the audience; ``None`` when none is checked (explicit opt-in).
+        self.audience_claim: str | None = (
+            None if audience_claim == "none" else (audience_claim or self.profile.audience_claim)
+        )
+        # Only for the profile's own claim: an overridden claim (a JWT template's
+        # aud) is required like any other.
+        self._audience_optional = (
+            self.profile.audience_optional and self.audience_claim == self.profile.audience_claim
+        )
+        if self.audience_claim is None and self.audiences:
+            raise ValueError('audiences are given but audience_claim="none" checks none')
+        if self.audience_claim is not None and not self.audiences:
+            raise ValueError('at least one audience is required (or audience_claim="none")')
+        ranks = role_ranks if role_ranks is not None else settings.role_ranks
+        self.role_ranks: Mapping[str, int] = (
+            MappingProxyType(dict(ranks)) if ranks is not None else self.profile.role_ranks
+        )
+        #: Every accepted ``iss`` (one unless the profile accepts several forms).
+        self.issuers = self.profile.issuers(issuer, self.tenants)
+        # Only the hooks a profile overrides are called, so the default
+        # profile's path is what it was before profiles existed.
+        profile_ = self.profile
+        self._token_kind = profile_.token_kind if _overrides(profile_, "token_kind") else None
+        self._check_profile = (
+            profile_.check_access if _overrides(profile_, "check_access") else None
+        )
+        self._check_unverified = (
+            profile_.check_unverified if _overrides(profile_, "check_unverified") else None
+        )
+        self._custom_subject = _overrides(profile_, "subject") or _overrides(
+            profile_, "subject_key"
+        )
         self.cache_size = cache_size
         self.cache_stats = CacheStats()
         # LRU by access (and ID) token string; stdlib OrderedDict is enough and
@@ -450,11 +411,19 @@ class TokenVerifier:
 
     @classmethod
     def from_config(
-        cls, config: AppConfig, *, keys: KeyStore | None = None, now: Clock = time.time
+        cls,
+        config: AppConfig,
+        *,
+        keys: KeyStore | None = None,
+        now: Clock = time.time,
+        claims_mapper: ClaimsMapper | None = None,
     ) -> TokenVerifier:
-        """A verifier over the baked keys of ``config`` (no I/O)."""
+        """A verifier over the baked keys of ``config`` (no I/O).
+
+        ``claims_mapper`` replaces the profile's mapping (see the class doc).
+        """
         auth = config.auth
-        return cls(
+        verifier = cls(
             keys if keys is not None else KeyStore.from_config(config),
             issuer=auth.issuer,
             audiences=auth.audiences,
@@ -466,7 +435,20 @@ class TokenVerifier:
             claim_names=config.claims,
             cache_size=config.cache.size,
             now=now,
+            profile=config.claims.profile,
+            audience_claim=auth.audience_claim,
+            tenants=tuple(auth.tenants or ()),
+            role_ranks=config.claims.role_ranks,
+            claims_mapper=claims_mapper,
         )
+        if auth.audience_claim == "none":
+            # Never silent: say at start-up what an unbound token means.
+            logger.warning(
+                "auth.audience_claim=none: no audience is checked; tokens are bound by "
+                "issuer and keys only (issuer %s)",
+                auth.issuer,
+            )
+        return verifier
 
     # -- access tokens -------------------------------------------------------
 
@@ -481,24 +463,53 @@ class TokenVerifier:
     def _verify_access(
         self, token: str | bytes, check_expiry: bool = True
     ) -> tuple[Mapping[str, Any], dict[str, Any]]:
+        if self._check_unverified is not None and len(token) <= self.max_token_bytes:
+            unverified = _unverified_claims(token)
+            if unverified is not None:
+                self._check_unverified(*unverified, self.context)
         header, payload = _verify(token, self.keys, self.max_token_bytes)
         claims = _load_claims(payload)
         self._check_access_type(header, claims)
         self._check_common(claims, check_expiry=check_expiry)
-        if not self.audiences.intersection(_audiences(claims)):
+        audience_claim = self.audience_claim
+        if (
+            audience_claim is not None
+            and not (self._audience_optional and claims.get(audience_claim) is None)
+            and not self.audiences.intersection(_audiences(claims, audience_claim))
+        ):
             raise AudienceMismatch()
+        if self._check_profile is not None:
+            self._check_profile(claims, self.context)
         return header, claims
 
+    def token_kind(self, header: Mapping[str, Any], claims: Mapping[str, Any]) -> TokenKind | None:
+        """What the profile's access-token markers say: ``"access"``, ``"id"``, or ``None``.
+
+        Every "an ID token is not an access token" rule consults this first:
+        ``"id"`` refuses, ``"access"`` accepts without the generic rules,
+        ``None`` leaves the decision to them.
+        """
+        if self._token_kind is None:
+            return None
+        return self._token_kind(header, claims)
+
     def _check_access_type(self, header: Mapping[str, Any], claims: Mapping[str, Any]) -> None:
-        if any(name in claims for name in _ID_TOKEN_ONLY):
+        kind = self.token_kind(header, claims) if self._token_kind is not None else None
+        if kind == "id":
+            raise TokenTypeInvalid("an ID token is not an access token")
+        if kind != "access" and any(name in claims for name in _ID_TOKEN_ONLY):
             raise TokenTypeInvalid("an ID token is not an access token")
         if self.require_at_jwt and not _is_at_jwt(header.get("typ")):
             raise TokenTypeInvalid('access tokens must have "typ": "at+jwt"')
         if self.access_claim and self.access_claim not in claims:
             raise TokenTypeInvalid(f'access tokens must carry the "{self.access_claim}" claim')
 
+    def _accepts_issuer(self, iss: object) -> bool:
+        return iss == self.issuer or (type(iss) is str and iss in self.issuers)
+
     def _check_common(self, claims: Mapping[str, Any], *, check_expiry: bool) -> None:
-        if claims.get("iss") != self.issuer:
+        iss = claims.get("iss")
+        if iss != self.issuer and not self._accepts_issuer(iss):
             raise IssuerMismatch()
         now = self.now()
         exp = _numeric_date(claims, "exp", required=True)
@@ -517,6 +528,8 @@ class TokenVerifier:
         sid = claims.get("sid")
         if sid is not None and not isinstance(sid, str):
             raise ClaimsInvalid('the "sid" claim must be a string', claim="sid")
+        if self._custom_subject:
+            self.profile.subject(claims)  # claims_invalid when the subject claim is missing
 
     # -- ID tokens -----------------------------------------------------------
 
@@ -543,9 +556,9 @@ class TokenVerifier:
     ) -> tuple[Mapping[str, Any], dict[str, Any]]:
         header, payload = _verify(token, self.keys, self.max_token_bytes)
         claims = _load_claims(payload)
-        if _is_at_jwt(header.get("typ")):
+        if _is_at_jwt(header.get("typ")) or self.token_kind(header, claims) == "access":
             raise TokenTypeInvalid("an access token is not an ID token")
-        if claims.get("iss") != self.issuer:
+        if not self._accepts_issuer(claims.get("iss")):
             raise IssuerMismatch()
         for name in ("exp", "iat"):
             _numeric_date(claims, name, required=False)
@@ -556,7 +569,7 @@ class TokenVerifier:
         if nonce is not None and claims.get("nonce") != nonce:
             raise IdTokenMismatch("the ID token nonce does not match the login")
         if access_claims is not None:
-            if access_claims.get("sub") != sub:
+            if not self.same_subject(access_claims, claims):
                 raise IdTokenMismatch("the ID token is for another subject")
             sid, access_sid = claims.get("sid"), access_claims.get("sid")
             if sid is not None and access_sid is not None and sid != access_sid:
@@ -574,6 +587,25 @@ class TokenVerifier:
             raise AudienceMismatch('an ID token with several audiences must carry "azp"')
         if azp is not None and azp != self.client_id:
             raise AudienceMismatch('the ID token "azp" is another client')
+
+    # -- subjects ------------------------------------------------------------
+
+    def subject(self, claims: Mapping[str, Any]) -> str:
+        """The user id in access token claims, by the profile (``sub`` by default)."""
+        return self.profile.subject(claims)
+
+    def same_subject(self, first: Mapping[str, Any], second: Mapping[str, Any]) -> bool:
+        """Whether two verified tokens (access or ID, any order) are for the same user.
+
+        Binds an ID token to its access token and a refresh to its proof, by
+        the profile's subject (Okta: ``uid`` against the ID token's ``sub``;
+        Entra: ``oid`` and ``tid``, since its ``sub`` is pairwise per app).
+        """
+        if not self._custom_subject:
+            sub = first.get("sub")
+            return type(sub) is str and sub == second.get("sub")
+        key = self.profile.subject_key(first)
+        return bool(key) and key == self.profile.subject_key(second)
 
     # -- sessions ------------------------------------------------------------
 
@@ -614,7 +646,7 @@ class TokenVerifier:
         id_claims = None
         if id_token:
             id_header, id_claims = self._verify_id(id_token, access)
-        session = Session.from_claims(access, id_claims, names=self.claim_names)
+        session = self._build_session(access, id_claims)
         if cache is not None and key is not None:
             kids = (header.get("kid"), id_header.get("kid") if id_header else header.get("kid"))
             # Served again only while every time check would still pass: after
@@ -626,6 +658,16 @@ class TokenVerifier:
             if len(cache) > self.cache_size:
                 cache.popitem(last=False)
         return session
+
+    def _build_session(
+        self, access: Mapping[str, Any], id_claims: Mapping[str, Any] | None
+    ) -> Session:
+        context = self.context
+        parts = apply_overrides(self.claims_mapper(access, id_claims, context), access, context)
+        user_id = self.profile.subject(access) if self._custom_subject else None
+        return Session.from_parts(
+            access, id_claims, parts, user_id=user_id, role_ranks=self.role_ranks
+        )
 
     def _evict_kids(self, kids: frozenset[str | None]) -> None:
         """Drop cached sessions verified with keys that were removed or replaced."""

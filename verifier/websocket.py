@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from .errors import CSRFRejected, TokenError, TokenMissing, VerifierError
+from .request_rules import cross_origin_upgrade, origin_allowed
 from .session import Session
 
 __all__ = ["CloseAtExpiry", "deny", "query_has_token", "websocket_origin_allowed"]
@@ -44,13 +45,12 @@ def query_has_token(scope: Scope) -> bool:
 
 
 def websocket_origin_allowed(origin: str | None, own_origin: str, allowed: list[str]) -> bool:
-    """Exact match against the allowlist, or the request's own origin when empty."""
-    if origin is None:
-        return False
-    origin = origin.lower().rstrip("/")
-    if allowed:
-        return origin in (entry.lower().rstrip("/") for entry in allowed)
-    return origin == own_origin
+    """Exact match against the allowlist, or the request's own origin when empty.
+
+    The rule itself lives in :func:`verifier.request_rules.origin_allowed`,
+    shared with the forward-auth endpoint.
+    """
+    return origin_allowed(origin, own_origin, allowed)
 
 
 async def deny(scope: Scope, receive: Receive, send: Send, exc: VerifierError) -> None:
@@ -74,7 +74,7 @@ def refusal_for_query_token() -> TokenError:
 
 
 def refusal_for_origin() -> CSRFRejected:
-    return CSRFRejected("cross-origin WebSocket upgrade with cookie credentials refused")
+    return cross_origin_upgrade()
 
 
 class CloseAtExpiry:

@@ -6,8 +6,8 @@ the example config into a temporary directory, starts ``nginx -p <dir> -c
 <conf>`` in the foreground (``daemon off``, ``master_process on``) on a free
 port, waits until it answers and stops it on exit, always: SIGQUIT (graceful)
 first, then SIGTERM, then SIGKILL. Without nginx the tests are skipped with
-the reason, except under ``CI=true``, where a missing nginx fails the run: CI
-must never pass by skipping the proxy tests.
+the reason, except under CI (:mod:`tests.ci`), where a missing nginx fails the
+run: CI must never pass by skipping the proxy tests.
 
 Rendering substitutes the example's placeholders (``__LISTEN__``, ``__APP__``,
 ``__UPSTREAM__``) and adds only what a throwaway server needs: the pid file,
@@ -32,9 +32,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
 
-import pytest
+from tests.ci import skip_or_fail
 
 __all__ = [
     "EXAMPLE",
@@ -52,12 +51,6 @@ PLACEHOLDERS = ("__LISTEN__", "__APP__", "__UPSTREAM__")
 _PACKAGE = "nginx"
 _APT_TIMEOUT = 600.0
 _TEMP_PATHS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-
-
-def _skip_or_fail(reason: str) -> NoReturn:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: a missing nginx is a failure, not a skip)")
-    pytest.skip(reason)
 
 
 def _install_with_apt() -> str | None:
@@ -84,16 +77,16 @@ def _find() -> str | None:
 
 
 def nginx_binary() -> str:
-    """The nginx path; installs it when possible, else skips (fails under CI=true)."""
+    """The nginx path; installs it when possible, else skips (fails under CI)."""
     binary = _find() or _install_with_apt()
     if binary is None:
-        _skip_or_fail(
+        skip_or_fail(
             "nginx is not installed and could not be installed "
             "(apt-get install nginx, or run the tests as root)"
         )
     version = subprocess.run([binary, "-V"], capture_output=True, text=True, timeout=10)
     if "--with-http_auth_request_module" not in version.stderr:
-        _skip_or_fail(f"{binary} was built without the auth_request module")
+        skip_or_fail(f"{binary} was built without the auth_request module")
     return binary
 
 

@@ -1,7 +1,9 @@
-"""Servers for the reference-app e2e tests: the edge app on real uvicorn, a real DevIssuer.
+"""Servers for the e2e tests: any ASGI app on real uvicorn, a real DevIssuer, the app's config.
 
-The app runs through :func:`deploy.run.serve_in_thread`, the same helper
-``jwtedge demo`` uses, so these tests also cover the demo's server plumbing.
+:func:`serve_app` runs an app the way ``jwtedge serve`` and ``jwtedge demo``
+do (:func:`deploy.run.serve_in_thread`: the socket bound first on any free
+port, uvicorn in a background thread with the app's lifespan on, shut down on
+exit), so these tests also cover the demo's server plumbing.
 """
 
 from __future__ import annotations
@@ -30,20 +32,22 @@ PROJECTS = [
 
 
 @contextmanager
-def running_app(app: ASGIApp) -> Iterator[str]:
-    """Serve ``app`` on 127.0.0.1 (any free port); yields its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    with sock:
+def serve_app(app: ASGIApp, *, host: str = "127.0.0.1") -> Iterator[str]:
+    """Serve ``app`` on a real uvicorn server; yields its base URL (``http://host:port``)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         with serve_in_thread(app, sock):
-            yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+            yield f"http://{host}:{sock.getsockname()[1]}"
 
 
 @contextmanager
-def dev_issuer() -> Iterator[DevIssuer]:
-    """A DevIssuer on real uvicorn whose default user is Ada, in two organizations."""
-    with DevIssuer.serve(port=0) as issuer:
+def dev_issuer(**options: Any) -> Iterator[DevIssuer]:
+    """A DevIssuer on real uvicorn whose default user is Ada, in two organizations.
+
+    ``options`` go to :class:`~verifier.testing.DevIssuer` (e.g. its ``clock``).
+    """
+    with DevIssuer.serve(port=0, **options) as issuer:
         issuer.add_user(
             "ada",
             email="ada@example.com",

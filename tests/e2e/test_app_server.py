@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import httpx2
 import pytest
 
-from tests.e2e.servers import app_config, dev_issuer, running_app
+from tests.e2e.servers import app_config, dev_issuer, serve_app
 from verifier.app import create_app
 from verifier.testing import DevIssuer
 
@@ -24,7 +24,7 @@ def issuer() -> Iterator[DevIssuer]:
 
 @pytest.fixture
 def app_url(issuer: DevIssuer) -> Iterator[str]:
-    with running_app(create_app(app_config(issuer))) as url:
+    with serve_app(create_app(app_config(issuer))) as url:
         yield url
 
 
@@ -120,7 +120,7 @@ def test_post_auth_refresh_without_origin_is_refused(
 
 def test_logout_clears_the_cookies_and_revokes(issuer: DevIssuer, browser: httpx2.Client) -> None:
     app = create_app(app_config(issuer, post_logout_redirect="http://127.0.0.1:1/"))
-    with running_app(app) as app_url:
+    with serve_app(app) as app_url:
         browser.get(f"{app_url}/auth/login?next=/")
         assert token_cookies(browser) == set(TOKEN_COOKIES)
 

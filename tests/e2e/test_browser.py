@@ -1,50 +1,55 @@
 """The reference app's ``/`` page in a real Chromium driven by Playwright, signed in at a DevIssuer.
 
-Both servers run in process (:mod:`tests.e2e.servers`) so the issuer can
-mint short-lived access tokens: ``ACCESS_TTL`` seconds, with the app's
+Both servers run in process (:mod:`tests.e2e.servers`), with the app's
 ``refresh.skew`` at 1 s and ``auth.leeway`` at 0, so a token really is dead
 once its ``exp`` has passed and only a refresh keeps the user signed in.
-Waiting for that expiry is a real sleep of a few seconds: the browser and
-both servers share the wall clock, so nothing can advance it for them.
+How long sign-in takes depends on the machine, so no test races a token's
+expiry against it:
+
+- the page-load refresh runs the issuer and the app's verifier on one
+  :class:`SettableClock`: tokens live ``SESSION_TTL`` (minutes, so sign-in is
+  never near a refresh) and the test moves that clock past ``exp`` instead of
+  sleeping;
+- the live panel needs its socket closed at expiry by the app's
+  ``CloseAtExpiry``, which runs on the wall clock, so there the issuer mints
+  ``LIVE_TTL`` tokens and the test really waits: ``LIVE_TTL`` is a generous
+  bound on signing in and connecting the panel, not a figure it asserts.
 
 Chromium is Debian's, found or installed by :mod:`tests.e2e.browser`; when
 it (or Playwright) is missing these tests skip with the reason, and fail
-under ``CI=true``.
+under CI (:func:`tests.ci.under_ci`).
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.ci import skip_or_fail
 from tests.e2e.browser import BrowserUnavailable, ensure_chromium, launch
-from tests.e2e.servers import app_config, dev_issuer, running_app
+from tests.e2e.servers import app_config, dev_issuer, serve_app
 from verifier.app import create_app
 from verifier.testing import DevIssuer
+from verifier.tokens import TokenVerifier
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, ConsoleMessage, Page
 
 pytestmark = pytest.mark.e2e
 
-#: Long enough to sign in and see the live panel before the token is due for refresh.
-ACCESS_TTL = 5
+#: Token lifetime on the settable clock: sign-in never comes near a refresh.
+SESSION_TTL = 300
+#: Token lifetime on the wall clock, for the socket CloseAtExpiry closes: a generous
+#: bound on signing in and connecting the panel (they must end before ``exp - SKEW``).
+LIVE_TTL = 15
 SKEW = 1.0
 #: A page, a selector or a socket message that takes longer than this is a hang.
 ACTION_TIMEOUT_MS = 10_000
-
-
-def unavailable(reason: str) -> NoReturn:
-    """Skip with ``reason``; under CI a missing browser is a broken setup, so fail."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"browser tests cannot run under CI: {reason}")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +57,11 @@ def browser() -> Iterator[Browser]:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        unavailable("Playwright is not installed (pip install -e '.[dev]')")
+        skip_or_fail("Playwright is not installed (pip install -e '.[dev]')")
     try:
         executable = ensure_chromium()
     except BrowserUnavailable as exc:
-        unavailable(exc.reason)
+        skip_or_fail(exc.reason)
     with sync_playwright() as playwright:
         chromium = launch(playwright, executable)
         try:
@@ -65,31 +70,59 @@ def browser() -> Iterator[Browser]:
             chromium.close()
 
 
+class SettableClock:
+    """The wall clock plus an offset the test moves forward (seconds since the epoch)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def move_past(self, moment: float) -> None:
+        """From now on the clock reads just after ``moment``."""
+        self.offset += max(0.0, moment - self()) + 1.0
+
+
 @dataclass
 class Stack:
     issuer: DevIssuer
     url: str
+    #: The clock of the issuer and the app's verifier (the wall clock unless settable).
+    clock: SettableClock | None = None
 
 
 @contextmanager
-def short_lived_stack(*, refresh: bool = True) -> Iterator[Stack]:
-    """A served DevIssuer minting ``ACCESS_TTL`` s tokens and the reference app in front of it."""
-    with dev_issuer() as issuer:
-        issuer.access_ttl = ACCESS_TTL
+def short_lived_stack(*, ttl: int, clock: SettableClock | None = None) -> Iterator[Stack]:
+    """A served DevIssuer minting ``ttl`` s tokens and the reference app in front of it.
+
+    With ``clock``, the issuer mints and the app's verifier judges expiry by it.
+    """
+    with dev_issuer(**({"clock": clock} if clock is not None else {})) as issuer:
+        issuer.access_ttl = ttl
         base = app_config(issuer)
         config = base.model_copy(
             update={
                 "auth": base.auth.model_copy(update={"leeway": 0.0}),
-                "refresh": base.refresh.model_copy(update={"skew": SKEW, "enabled": refresh}),
+                "refresh": base.refresh.model_copy(update={"skew": SKEW}),
             }
         )
-        with running_app(create_app(config)) as url:
-            yield Stack(issuer, url)
+        verifier = TokenVerifier.from_config(config, now=clock) if clock is not None else None
+        with serve_app(create_app(config, verifier=verifier)) as url:
+            yield Stack(issuer, url, clock)
 
 
 @pytest.fixture
 def stack() -> Iterator[Stack]:
-    with short_lived_stack() as running:
+    """Tokens that live minutes on a clock the test moves."""
+    with short_lived_stack(ttl=SESSION_TTL, clock=SettableClock()) as running:
+        yield running
+
+
+@pytest.fixture
+def live_stack() -> Iterator[Stack]:
+    """Tokens that live ``LIVE_TTL`` s on the wall clock."""
+    with short_lived_stack(ttl=LIVE_TTL) as running:
         yield running
 
 
@@ -135,13 +168,6 @@ def expires_at(page: Page) -> float:
     return float(value)
 
 
-def wait_until_expired(exp: float) -> None:
-    """Sleep until just past ``exp``: a few seconds at most (the token is ``ACCESS_TTL`` s old)."""
-    remaining = exp - time.time()
-    assert remaining <= ACCESS_TTL + 1, f"the token expires in {remaining:.1f} s, not soon"
-    time.sleep(max(0.0, remaining) + 0.5)
-
-
 def assert_signed_in_page(page: Page) -> None:
     from playwright.sync_api import expect
 
@@ -181,7 +207,8 @@ def test_sign_in_shows_the_session_and_a_page_load_after_expiry_refreshes_it(
     # middleware refreshing on a plain page load.
     page.goto(f"{stack.url}/account")
     expect(page.locator("table")).to_contain_text("ada")
-    wait_until_expired(first_exp)
+    assert stack.clock is not None
+    stack.clock.move_past(first_exp)  # for the issuer and the app: the token is dead now
     assert stack.issuer.stats.refresh_grants == 0
 
     response = page.goto(f"{stack.url}/")
@@ -198,11 +225,12 @@ def test_sign_in_shows_the_session_and_a_page_load_after_expiry_refreshes_it(
 
 
 def test_live_panel_refreshes_over_http_and_reconnects_when_its_socket_closes_at_expiry(
-    tab: Tab, stack: Stack
+    tab: Tab, live_stack: Stack
 ) -> None:
     from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
     from playwright.sync_api import expect
 
+    stack = live_stack
     page = tab.page
     sign_in(page, stack.url)
     expect(page.locator("#ws-log")).to_contain_text('"id": "ada"')
@@ -220,7 +248,7 @@ def test_live_panel_refreshes_over_http_and_reconnects_when_its_socket_closes_at
                 } catch { return false; }
             }""",
             arg=first_exp,
-            timeout=(ACCESS_TTL + 10) * 1000,
+            timeout=LIVE_TTL * 1000 + ACTION_TIMEOUT_MS,
         )
     except PlaywrightTimeoutError:
         status = page.locator("#ws-status").inner_text()

@@ -1,10 +1,12 @@
 """config/nginx.conf.example in front of real servers: nginx, the jwtedge app, an upstream.
 
 A real DevIssuer, the reference app (its bake from that issuer) and a tiny
-upstream that echoes what it received run on uvicorn on 127.0.0.1; a real
-nginx runs the shipped example config in front of the upstream
-(:mod:`tests.e2e.nginx`). Each test goes through nginx as a browser or an API
-client would, and checks what the upstream saw (or that it saw nothing).
+upstream that echoes what it received (over HTTP, and over a WebSocket on the
+config's ``/ws/`` location) run on uvicorn on 127.0.0.1; a real nginx runs the
+shipped example config in front of the upstream (:mod:`tests.e2e.nginx`).
+Each test goes through nginx as a browser, an API client or a real
+``websockets`` client would, and checks what the upstream saw (or that it saw
+nothing).
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from urllib.parse import urlsplit
 import httpx2
 import pytest
 from starlette.types import Receive, Scope, Send
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import ClientConnection, connect
 
-from tests.e2e import serve_app
 from tests.e2e.nginx import NginxServer, running_nginx
-from tests.e2e.servers import app_config, dev_issuer, running_app
-from verifier.app import create_app
+from tests.e2e.servers import app_config, dev_issuer, serve_app
+from verifier.app import EdgeState, create_app
 from verifier.cookies import CHUNK_SIZE
 from verifier.testing import DevIssuer
 
@@ -51,11 +54,15 @@ SPOOFED = {
 
 @dataclass
 class Upstream:
-    """An ASGI app that answers every request with what it received, as JSON."""
+    """An ASGI app that answers every request with what it received, as JSON;
+    a WebSocket is accepted and gets the same record as its first message."""
 
     seen: list[dict[str, Any]] = field(default_factory=list)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             return  # lifespan: nothing to set up
         body = b""
@@ -83,6 +90,23 @@ class Upstream:
         await send(start)
         await send({"type": "http.response.body", "body": payload})
 
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+        record = {
+            "type": "websocket",
+            "path": scope["path"],
+            "headers": headers,
+            "cookie": "; ".join(v for k, v in headers if k == "cookie"),
+        }
+        self.seen.append(record)
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": json.dumps(record)})
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
+
 
 def header(record: dict[str, Any], name: str) -> list[str]:
     """Every value of one header the upstream received (names are lower case there)."""
@@ -98,6 +122,8 @@ class Stack:
     app_url: str
     upstream: Upstream
     nginx: NginxServer
+    #: The jwtedge app's state: its counters tell why /auth/verify refused.
+    edge: EdgeState
 
     @property
     def url(self) -> str:
@@ -121,14 +147,15 @@ def running_stack() -> Iterator[Stack]:
             update={"auth": config.auth.model_copy(update={"max_token_bytes": 15200})}
         )
         upstream = Upstream()
+        app = create_app(config)
         with (
-            running_app(create_app(config)) as app_url,
+            serve_app(app) as app_url,
             serve_app(upstream) as upstream_url,
             running_nginx(
                 app=urlsplit(app_url).netloc, upstream=urlsplit(upstream_url).netloc
             ) as nginx,
         ):
-            yield Stack(issuer, app_url, upstream, nginx)
+            yield Stack(issuer, app_url, upstream, nginx, app.state.edge)
 
 
 @pytest.fixture(scope="module")
@@ -466,3 +493,123 @@ def test_a_same_origin_post_through_traefik_is_not_refused_as_cross_site(
         )
 
     assert same.status_code == 200, same.text
+
+
+# -- WebSockets through nginx ---------------------------------------------------------------
+
+
+def open_socket(stack: Stack, headers: dict[str, str], *, origin: str | None) -> ClientConnection:
+    """A real WebSocket client through nginx's /ws/ location (Origin only when given)."""
+    return connect(
+        f"ws://127.0.0.1:{stack.nginx.port}/ws/chat",
+        origin=origin,  # type: ignore[arg-type]
+        additional_headers=headers,
+        proxy=None,
+        open_timeout=10,
+        close_timeout=5,
+    )
+
+
+def upstream_saw_socket(stack: Stack, headers: dict[str, str], *, origin: str | None) -> Any:
+    with open_socket(stack, headers, origin=origin) as socket:
+        record = json.loads(socket.recv(timeout=10))
+    assert record["type"] == "websocket"
+    return record
+
+
+def refused_handshake(stack: Stack, headers: dict[str, str], *, origin: str | None) -> Any:
+    with pytest.raises(InvalidStatus) as refused:
+        open_socket(stack, headers, origin=origin).close()
+    return refused.value.response
+
+
+def test_a_same_origin_cookie_handshake_reaches_the_websocket_upstream_with_identity_headers(
+    stack: Stack, upstream: Upstream, tokens: dict[str, Any]
+) -> None:
+    cookie = stack.cookie_header(tokens, before="theme=dark")
+    seen = upstream_saw_socket(stack, {"Cookie": cookie, **SPOOFED}, origin=stack.url)
+
+    assert seen["path"] == "/ws/chat"
+    assert header(seen, "x-auth-user") == ["ada"]
+    assert header(seen, "x-auth-email") == ["ada@example.com"]
+    assert header(seen, "x-auth-orgs") == ["acme,globex"]
+    assert header(seen, "x-auth-projects") == ["prj_web,prj_bill"]
+    assert header(seen, "x-auth-org") == header(seen, "x-user-id") == []
+    assert header(seen, "origin") == [stack.url]
+    assert seen["cookie"] == "theme=dark"
+    assert "mallory" not in json.dumps(seen)
+    for token in (tokens["access_token"], tokens["id_token"], tokens["refresh_token"]):
+        assert token not in json.dumps(seen)
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        pytest.param("http://evil.example", id="another-site"),
+        pytest.param("http://127.0.0.1:1", id="same-host-another-port"),
+        pytest.param("https://127.0.0.1", id="another-scheme"),
+        pytest.param("null", id="opaque-origin"),
+        pytest.param(None, id="no-origin"),
+    ],
+)
+def test_a_cookie_handshake_from_another_origin_or_none_never_reaches_the_upstream(
+    stack: Stack, upstream: Upstream, tokens: dict[str, Any], origin: str | None
+) -> None:
+    refusals = stack.edge.stats.websocket_refused["origin"]
+
+    response = refused_handshake(stack, {"Cookie": stack.cookie_header(tokens)}, origin=origin)
+
+    assert response.status_code == 403
+    # nginx answers 403 itself (auth_request drops the body); jwtedge counted why.
+    assert stack.edge.stats.websocket_refused["origin"] == refusals + 1
+    assert upstream.seen == []
+
+
+def test_a_bearer_handshake_with_a_valid_token_reaches_the_upstream_without_an_origin(
+    stack: Stack, upstream: Upstream, tokens: dict[str, Any]
+) -> None:
+    bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+
+    seen = upstream_saw_socket(stack, bearer, origin=None)
+    cross = upstream_saw_socket(stack, bearer, origin="http://evil.example")
+
+    assert header(seen, "x-auth-user") == header(cross, "x-auth-user") == ["ada"]
+
+
+def test_a_bad_bearer_or_no_credentials_get_401_on_the_handshake(
+    stack: Stack, upstream: Upstream, tokens: dict[str, Any]
+) -> None:
+    cookie = stack.cookie_header(tokens)
+    junk = refused_handshake(
+        stack, {"Authorization": "Bearer not-a-token", "Cookie": cookie}, origin=None
+    )
+    anonymous = refused_handshake(stack, {}, origin=stack.url)
+
+    assert junk.status_code == anonymous.status_code == 401
+    assert junk.headers["WWW-Authenticate"].startswith("Bearer")
+    assert upstream.seen == []
+
+
+def test_a_traefik_style_handshake_is_judged_like_nginxs(
+    stack: Stack, tokens: dict[str, Any]
+) -> None:
+    """Traefik drops Upgrade (hop-by-hop) from the forwardAuth request and keeps the
+    Sec-WebSocket-* headers: they are enough to recognise the handshake."""
+    handshake = {"Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13"}
+    with httpx2.Client(base_url=stack.app_url, timeout=10.0) as client:
+        same = client.get(
+            "/auth/verify",
+            headers={**traefik_request(stack, tokens, method="GET", origin=stack.url), **handshake},
+        )
+        cross = client.get(
+            "/auth/verify",
+            headers={
+                **traefik_request(stack, tokens, method="GET", origin="http://evil.example"),
+                **handshake,
+            },
+        )
+
+    assert same.status_code == 200
+    assert same.headers["x-auth-user"] == "ada"
+    assert cross.status_code == 403
+    assert cross.json()["code"] == "csrf_rejected"

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from tests.e2e import serve_app
+from tests.e2e.servers import serve_app
 from verifier.config import AppConfig
 from verifier.jwks import parse_jwks
 from verifier.middleware import JWTSessionMiddleware, get_session

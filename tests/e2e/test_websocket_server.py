@@ -20,7 +20,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from tests.conftest import make_config
-from tests.e2e import serve_app
+from tests.e2e.servers import serve_app
 from verifier.middleware import JWTSessionMiddleware, get_session
 from verifier.testing import DevIssuer
 from verifier.websocket import CloseAtExpiry
@@ -116,7 +116,8 @@ def test_accepted_socket_is_closed_with_4401_when_the_token_expires(
 
     with open_socket(port, cookie=cookie, origin=f"http://{HOST}:{port}") as websocket:
         assert websocket.recv(timeout=10) == "u1"
-        # The one real wait of the suite: bounded, about 2 s.
+        # A real wait of about 2 s: the app's CloseAtExpiry runs on the wall clock
+        # (recv's 10 s is only the deadline for a close that never comes).
         with pytest.raises(ConnectionClosed) as closed:
             websocket.recv(timeout=10)
 

@@ -192,6 +192,23 @@ class FaultServer:
             thread.join(max(0.0, deadline - time.monotonic()))
         self._sock.close()
 
+    def cut(self) -> None:
+        """Shut every open connection down (the server keeps accepting new ones).
+
+        Releases a request a ``hang`` or ``drip`` holds open: its client sees
+        the connection fail at once instead of waiting for its own timeout.
+        """
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+    def open_connections(self) -> int:
+        """Connections accepted and not yet closed (held ones included)."""
+        with self._lock:
+            return len(self._conns)
+
     def clear(self) -> None:
         """Forget the requests and streams recorded so far (routes stay)."""
         with self._lock:

@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 from tests.conftest import make_config
 from tests.fuzz import Oracle, assert_documented, examples, json_values, mutate, mutations
 from verifier.errors import RefreshFailed
+from verifier.oauth import MAX_RESPONSE_BYTES
 from verifier.refresh import InProcessRefresher
 from verifier.testing import DevIssuer
 from verifier.tokens import TokenVerifier
@@ -172,10 +173,14 @@ def unique_suffix() -> str:
     return uuid.uuid4().hex.translate(str.maketrans("0123456789", "qrstuvwxyz"))
 
 
-def should_succeed(endpoint: Endpoint, status: int, body: Any, proof: dict[str, Any]) -> bool:
+def should_succeed(
+    endpoint: Endpoint, response: httpx2.Response, body: Any, proof: dict[str, Any]
+) -> bool:
     """What DESIGN.md's Refresh section asks of an acceptable token response."""
-    if status != 200 or not isinstance(body, dict):
+    if response.status_code != 200 or not isinstance(body, dict):
         return False
+    if len(response.content) > MAX_RESPONSE_BYTES:
+        return False  # read no further than the cap (verifier/oauth.py)
     claims = endpoint.oracle.access_claims(body.get("access_token"))
     if claims is None or claims["sub"] != proof["sub"]:
         return False
@@ -210,7 +215,7 @@ async def test_refresh_returns_new_tokens_only_for_a_genuine_access_token_of_the
     sent = data.draw(refresh_tokens, label="refresh token") + unique_suffix()
     response, body = data.draw(responses(endpoint, sent), label="response")
     endpoint.answer[0] = response
-    expected = should_succeed(endpoint, response.status_code, body, proof)
+    expected = should_succeed(endpoint, response, body, proof)
 
     try:
         result = await endpoint.refresher.refresh(sent, proof=proof)
