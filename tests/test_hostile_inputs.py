@@ -339,6 +339,37 @@ def test_inspect_refuses_the_64000_character_token_without_decoding_it(tmp_path:
         assert BIG[:64] not in result.stdout + result.stderr
 
 
+@pytest.mark.e2e
+def test_the_running_app_refuses_the_issues_tokens_without_calling_the_issuer() -> None:
+    """As the issue tried it: real uvicorn, default settings (keys.remote=unknown-kid),
+    the issuer served on 127.0.0.1 too, so a key fetch would be a real request."""
+    from tests.e2e.servers import app_config, dev_issuer, serve_app
+
+    with dev_issuer() as issuer:
+        app = create_app(app_config(issuer))
+        with serve_app(app) as url, httpx2.Client(base_url=url) as client:
+            answers = {
+                "bearer": client.get("/api/session", headers={"Authorization": f"Bearer {BIG}"}),
+                "cookie": client.get("/api/session", headers={"Cookie": f"jwtedge_access={BIG}"}),
+                "forward auth": client.get(
+                    "/auth/verify", headers={"Authorization": f"Bearer {BIG}"}
+                ),
+                "700 members": client.get(
+                    "/api/session", headers={"Authorization": f"Bearer {UNDER}"}
+                ),
+            }
+        fetches = issuer.stats.discovery_requests + issuer.stats.jwks_requests
+
+    codes = {name: (answer.status_code, answer.json()["code"]) for name, answer in answers.items()}
+    assert codes == {
+        "bearer": (401, "token_too_large"),
+        "cookie": (401, "token_too_large"),
+        "forward auth": (401, "token_too_large"),
+        "700 members": (401, "token_malformed"),
+    }
+    assert fetches == 0
+
+
 # -- the size cap and the header member cap in the verifier ------------------------------
 
 
