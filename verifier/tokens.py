@@ -20,14 +20,14 @@ from __future__ import annotations
 import binascii
 import json
 import math
-import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from .clock import Clock, wall_clock
 from .errors import (
     AlgorithmNotAllowed,
     AudienceMismatch,
@@ -51,8 +51,6 @@ if TYPE_CHECKING:
     from .config import AppConfig, ClaimsSettings
 
 __all__ = ["CacheStats", "Clock", "TokenVerifier", "unverified_header", "verify_jws"]
-
-Clock = Callable[[], float]
 
 _B64URL = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _B64_INDEX = {char: index for index, char in enumerate(_B64URL.decode())}
@@ -271,7 +269,8 @@ class TokenVerifier:
     """Verifies access and ID tokens against baked keys; no I/O.
 
     Build it with :meth:`from_config`. ``now`` is the clock (seconds since
-    the epoch); tests inject a fixed one.
+    the epoch); tests inject a fixed one. Without one, ``time.time()`` is read
+    at each check, so ``freezegun.freeze_time`` moves it.
     """
 
     def __init__(
@@ -287,7 +286,7 @@ class TokenVerifier:
         access_claim: str | None = None,
         claim_names: ClaimsSettings | None = None,
         cache_size: int = 10_000,
-        now: Clock = time.time,
+        now: Clock | None = None,
     ) -> None:
         self.keys = keys
         self.issuer = issuer
@@ -298,7 +297,8 @@ class TokenVerifier:
         self.require_at_jwt = require_at_jwt
         self.access_claim = access_claim
         self.claim_names = claim_names
-        self.now = now
+        # Read at call time unless injected, so freezegun's freeze_time moves it.
+        self.now: Clock = now if now is not None else wall_clock
         self.cache_size = cache_size
         self.cache_stats = CacheStats()
         # LRU by access (and ID) token string; stdlib OrderedDict is enough and
@@ -310,7 +310,7 @@ class TokenVerifier:
 
     @classmethod
     def from_config(
-        cls, config: AppConfig, *, keys: KeyStore | None = None, now: Clock = time.time
+        cls, config: AppConfig, *, keys: KeyStore | None = None, now: Clock | None = None
     ) -> TokenVerifier:
         """A verifier over the baked keys of ``config`` (no I/O)."""
         auth = config.auth
@@ -328,6 +328,17 @@ class TokenVerifier:
             now=now,
         )
 
+    def _verify_signature(self, token: str | bytes, which: str) -> tuple[Mapping[str, Any], bytes]:
+        """:func:`verify_jws`, with an algorithm refusal saying which token it was."""
+        try:
+            return _verify(token, self.keys, self.max_token_bytes)
+        except AlgorithmNotAllowed as exc:
+            # An issuer that signs access and ID tokens with different algorithms
+            # under one key is a setup problem: say which token, so it can be found.
+            raise AlgorithmNotAllowed(
+                f"{which} token: {exc.message}", token=which, **exc.context
+            ) from exc
+
     # -- access tokens -------------------------------------------------------
 
     def verify_access(self, token: str | bytes, *, check_expiry: bool = True) -> dict[str, Any]:
@@ -341,7 +352,7 @@ class TokenVerifier:
     def _verify_access(
         self, token: str | bytes, check_expiry: bool = True
     ) -> tuple[Mapping[str, Any], dict[str, Any]]:
-        header, payload = _verify(token, self.keys, self.max_token_bytes)
+        header, payload = self._verify_signature(token, "access")
         claims = _load_claims(payload)
         self._check_access_type(header, claims)
         self._check_common(claims, check_expiry=check_expiry)
@@ -401,7 +412,7 @@ class TokenVerifier:
         access_claims: Mapping[str, Any] | None = None,
         nonce: str | None = None,
     ) -> tuple[Mapping[str, Any], dict[str, Any]]:
-        header, payload = _verify(token, self.keys, self.max_token_bytes)
+        header, payload = self._verify_signature(token, "ID")
         claims = _load_claims(payload)
         if _is_at_jwt(header.get("typ")):
             raise TokenTypeInvalid("an access token is not an ID token")
