@@ -35,6 +35,9 @@ const { values: args } = parseArgs({
     'access-token-alg': { type: 'string', default: 'ES256' },
     'id-token-alg': { type: 'string', default: 'PS256' },
     'access-ttl': { type: 'string', default: '300' },
+    // rotate: a new refresh token on every use (a spent one replayed revokes
+    // the grant); default: oidc-provider's own policy, unchanged.
+    'refresh-policy': { type: 'string', default: 'rotate' },
     'client-id': { type: 'string', default: 'web' },
     'client-secret': { type: 'string' },
     'redirect-uri': { type: 'string', multiple: true, default: [] },
@@ -166,8 +169,7 @@ const provider = new Provider(issuer, {
     long: { signed: true, sameSite: 'lax' },
     short: { signed: true, sameSite: 'lax' },
   },
-  // Rotate on every use: a spent refresh token replayed revokes the grant.
-  rotateRefreshToken: true,
+  ...(args['refresh-policy'] === 'rotate' ? { rotateRefreshToken: true } : {}),
   ttl: {
     AccessToken: accessTtl,
     AuthorizationCode: 60,
