@@ -65,7 +65,9 @@ def ci_requires_everything() -> bool:
 def skip_or_fail(reason: str) -> NoReturn:
     """``pytest.skip`` locally; ``pytest.fail`` under CI."""
     if ci_requires_everything():
-        pytest.fail(f"{reason} (CI: a missing oidc-provider is a failure, not a skip)")
+        pytest.fail(
+            f"{reason} (CI: a missing Node, oidc-provider or browser is a failure, not a skip)"
+        )
     pytest.skip(reason)
 
 

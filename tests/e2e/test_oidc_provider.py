@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import html
 import itertools
 import json
 import logging
@@ -34,23 +35,28 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote_plus, urljoin, urlsplit
 
 import httpx2
 import pytest
 
 from deploy.run import serve_in_thread
+from tests.e2e.browser import BrowserUnavailable, ensure_chromium, launch
 from tests.e2e.node_oidc import (
     OidcProvider,
     node_binary,
     provider_modules,
     running_provider,
+    skip_or_fail,
     wait_until,
 )
 from verifier.app import create_app
 from verifier.config import AppConfig
 from verifier.login import OFFLINE_ACCESS_WARNING
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 pytestmark = pytest.mark.e2e
 
@@ -175,9 +181,9 @@ class _Forms(HTMLParser):
             self.forms[-1]["inputs"][values["name"]] = values.get("value", "")
 
 
-def forms(html: str) -> list[dict[str, Any]]:
+def forms(page: str) -> list[dict[str, Any]]:
     parser = _Forms()
-    parser.feed(html)
+    parser.feed(page)
     return parser.forms
 
 
@@ -544,3 +550,104 @@ def test_a_token_living_less_than_the_skew_is_refreshed_once_per_lifetime(
         assert before["exp"] - lifetime / 3 <= after["iat"] <= before["exp"]
     short = [r for r in caplog.records if "no longer than refresh.skew" in r.getMessage()]
     assert len(short) == 1
+
+
+# -- one RSA key, two algorithms ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rsa_alg", "refused", "token_alg"),
+    [("RS256", "ID token", "PS256"), ("PS256", "access token", "RS256")],
+)
+def test_an_rsa_key_without_alg_signing_two_algorithms_is_named_at_bake_and_login(
+    tmp_path: Path, rsa_alg: str, refused: str, token_alg: str
+) -> None:
+    """oidc-provider signs RS256 access tokens and PS256 ID tokens with one RSA key
+    that has no ``alg``; jwtedge keeps one algorithm per key (RFC 8725 §3.1) and says so."""
+    with (
+        app_socket() as (sock, app_url),
+        provider_for(
+            tmp_path,
+            app_url,
+            rsa_without_alg=True,
+            access_token_alg="RS256",
+            id_token_alg="PS256",
+        ) as provider,
+    ):
+        env = tmp_path / "app.env"
+        write_env(env, provider, app_url, prompt="consent")
+        baked = jwtedge("bake", "--allow-loopback", "--env-file", str(env))
+        assert baked.returncode == 0, baked.stderr
+        warning = " ".join(baked.stderr.split())  # the console may wrap
+        assert "RSA without an alg" in warning
+        assert "auth.rsa_alg" in warning
+        assert "APP_CONFIG_AUTH__RSA_ALG" in warning
+
+        with env.open("a") as file:
+            file.write(f"APP_CONFIG_AUTH__RSA_ALG={rsa_alg}\n")
+        with serve_in_thread(create_app(AppConfig(_env_file=env)), sock), browser_client() as c:
+            login = sign_in(c, app_url, provider)
+
+    page = login.callback
+    assert page.status_code == 400
+    text = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", page.text)).split())
+    assert "token_invalid" in text
+    assert f"{refused}: alg {token_alg} is not the key's algorithm" in text
+    assert f"used with {rsa_alg} only" in text
+    assert "auth.rsa_alg" in text
+    assert not [name for name in set_cookie_names(page) if name in TOKEN_COOKIES]
+
+
+# -- the same login in a real browser ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Browser]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        skip_or_fail("Playwright is not installed (pip install -e '.[dev]')")
+    try:
+        executable = ensure_chromium()
+    except BrowserUnavailable as exc:
+        skip_or_fail(exc.reason)
+    with sync_playwright() as playwright:
+        browser = launch(playwright, executable)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def test_chromium_signs_in_through_the_providers_login_and_consent_pages(
+    tmp_path: Path, chromium: Browser
+) -> None:
+    from playwright.sync_api import expect
+
+    with (
+        app_socket() as (sock, app_url),
+        provider_for(tmp_path, app_url) as provider,
+    ):
+        env = tmp_path / "app.env"
+        write_env(env, provider, app_url, prompt="consent")
+        assert jwtedge("bake", "--allow-loopback", "--env-file", str(env)).returncode == 0
+        with serve_in_thread(create_app(AppConfig(_env_file=env)), sock):
+            context = chromium.new_context()
+            try:
+                context.set_default_timeout(15_000)
+                page = context.new_page()
+                page.goto(f"{app_url}/auth/login?next=/")
+                expect(page.locator("h1")).to_have_text("Sign in")
+                page.fill("input[name=login]", LOGIN)
+                page.fill("input[name=password]", PASSWORD)
+                page.click("#sign-in")
+                expect(page.locator("h1")).to_have_text("Authorize")
+                page.click("#allow")
+                page.wait_for_url(f"{app_url}/")
+                expect(page.locator("h1")).to_have_text("Signed in as Ada Lovelace")
+                expect(page.locator("table")).to_contain_text("Globex Corporation")
+                cookies = {c["name"] for c in context.cookies(app_url)}
+                assert set(TOKEN_COOKIES) <= cookies
+            finally:
+                context.close()
+            assert provider.grants("authorization_code") == 1
