@@ -14,7 +14,7 @@ def test_ci_true_1_and_yes_turn_a_missing_provider_into_a_failure(
     monkeypatch.setenv("CI", value)
 
     assert ci_requires_everything()
-    with pytest.raises(pytest.fail.Exception, match="node is missing.*CI"):
+    with pytest.raises(pytest.fail.Exception, match=r"node is missing.*CI"):
         skip_or_fail("node is missing")
 
 
