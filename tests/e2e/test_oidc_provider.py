@@ -275,10 +275,17 @@ def test_bake_check_rotate_login_refresh_storm_grace_logout_and_inspect(
         app_socket() as (sock, app_url),
         provider_for(tmp_path, app_url, access_ttl=ACCESS_TTL) as provider,
     ):
-        _trial(tmp_path, provider, sock, app_url)
+        seen = _trial(tmp_path, provider, sock, app_url)
+
+    # No token, refresh token or client secret in any log line of the app or the CLI
+    # (the test's own HTTP client logs the URLs it requests; those hold no tokens).
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    for secret in (CLIENT_SECRET, quote_plus(CLIENT_SECRET), *seen):
+        assert secret not in logged
 
 
-def _trial(tmp_path: Path, provider: OidcProvider, sock: socket.socket, app_url: str) -> None:
+def _trial(tmp_path: Path, provider: OidcProvider, sock: socket.socket, app_url: str) -> list[str]:
+    """The trial's steps; returns every token it saw, for the log check."""
     env = tmp_path / "app.env"
     write_env(env, provider, app_url, prompt="consent")
 
@@ -332,6 +339,7 @@ def _trial(tmp_path: Path, provider: OidcProvider, sock: socket.socket, app_url:
         assert metric(app_url, "jwtedge_key_fetches_total", '{result="ok"}') == 1
 
         access = token_cookie(client, "jwtedge_access")
+        seen = [token_cookie(client, name) for name in TOKEN_COOKIES]
         assert header(access)["kid"] in new_kids
         assert header(access)["alg"] == "ES256"
         assert header(token_cookie(client, "jwtedge_id"))["alg"] == "PS256"
@@ -398,6 +406,7 @@ def _trial(tmp_path: Path, provider: OidcProvider, sock: socket.socket, app_url:
         assert reused >= 1
         final_access = token_cookie(client, "jwtedge_access")
         final_refresh = token_cookie(client, "jwtedge_refresh")
+        seen += [*due.values(), *(token_cookie(client, name) for name in TOKEN_COOKIES)]
 
         # 9. logout: clears what the browser holds, revokes, ends the provider session.
         logout = client.post(f"{app_url}/auth/logout", headers={"Origin": app_url})
@@ -432,6 +441,9 @@ def _trial(tmp_path: Path, provider: OidcProvider, sock: socket.socket, app_url:
     assert verdict["valid"] is True
     assert verdict["session"]["user"]["id"] == "ada"
     assert final_access not in inspected.stdout + inspected.stderr
+    for output in (baked, checked, drift, rebaked, inspected):
+        assert CLIENT_SECRET not in output.stdout + output.stderr
+    return seen
 
 
 async def _storm(app_url: str, cookies: dict[str, str], count: int) -> list[httpx2.Response]:
