@@ -325,6 +325,11 @@ def test_the_login_settings_read_from_the_environment(monkeypatch: pytest.Monkey
         ({"extra_params": {"state": "x"}}, "APP_CONFIG_LOGIN__EXTRA_PARAMS", "state"),
         ({"extra_params": {"prompt": "none"}}, "APP_CONFIG_LOGIN__EXTRA_PARAMS", "login.prompt"),
         ({"extra_params": {"resource": "x"}}, "APP_CONFIG_LOGIN__EXTRA_PARAMS", "resource"),
+        (
+            {"extra_params": {"client_secret": "x"}},
+            "APP_CONFIG_LOGIN__EXTRA_PARAMS",
+            "client_secret",
+        ),
         ({"extra_params": "not json"}, "APP_CONFIG_LOGIN__EXTRA_PARAMS", "JSON object"),
         ({"extra_params": {"a b": "x"}}, "APP_CONFIG_LOGIN__EXTRA_PARAMS", "parameter name"),
         ({"resource": ["api"]}, "APP_CONFIG_LOGIN__RESOURCE", "absolute URI"),

@@ -310,9 +310,9 @@ class HttpSettings(_Section):
         return [path.rstrip("/") or "/" for path in value]
 
 
-#: Authorization parameters jwtedge sets itself: ``login.extra_params`` may not
-#: override them (the callback checks what it sent; ``login.prompt``,
-#: ``login.resource`` and ``login.scopes`` have their own settings).
+#: Authorization parameters ``login.extra_params`` may not set: the ones jwtedge
+#: sends itself (the callback checks what it sent; ``login.prompt``,
+#: ``login.resource`` and ``login.scopes`` have their own settings) and secrets.
 RESERVED_LOGIN_PARAMS = frozenset(
     {
         "response_type",
@@ -328,6 +328,9 @@ RESERVED_LOGIN_PARAMS = frozenset(
         "response_mode",
         "request",
         "request_uri",
+        # Token-endpoint secrets have no place in a browser-visible URL.
+        "client_secret",
+        "code_verifier",
     }
 )
 _MAX_EXTRA_PARAMS = 16
@@ -402,8 +405,8 @@ class LoginSettings(_Section):
         reserved = sorted(name for name in value if name in RESERVED_LOGIN_PARAMS)
         if reserved:
             raise ValueError(
-                f"{', '.join(reserved)} cannot be set here: jwtedge sends them itself "
-                "(use login.scopes, login.prompt or login.resource)"
+                f"{', '.join(reserved)} cannot be set here: jwtedge sends these itself or "
+                "never puts them in a URL (use login.scopes, login.prompt or login.resource)"
             )
         for name in value:
             if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", name):
