@@ -61,6 +61,7 @@ from .bake import (
     env_file_value,
     env_lines,
     read_current_bake,
+    rsa_alg_warnings,
     utc_now,
     write_env_file,
     write_json_file,
@@ -399,6 +400,8 @@ def bake(
     if result.jwks.skipped:
         _warn(f"{len(result.jwks.skipped)} key(s) not baked:")
         _name_skipped(result.jwks.skipped, "skipped")
+    for warning in rsa_alg_warnings(result.jwks):
+        _warn(warning)
     _summary(result)
     result = _recognise(result, issuer, write_profile)
 

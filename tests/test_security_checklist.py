@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +46,7 @@ from starlette.testclient import TestClient, WebSocketDenialResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from verifier.app import create_app
+from verifier.clock import wall_clock
 from verifier.config import AppConfig
 from verifier.jwks import parse_jwks
 from verifier.login import STATE_COOKIE_PREFIX
@@ -349,6 +351,7 @@ def issuer() -> DevIssuer:
 @pytest.fixture(autouse=True)
 def _issuer_defaults(issuer: DevIssuer) -> None:
     issuer.access_ttl = 300
+    issuer.clock = wall_clock
     issuer.fail_mode = None
     issuer.fail_count = None
 
@@ -590,8 +593,10 @@ def test_every_cookie_across_login_refresh_and_logout_has_the_right_attributes(
 ) -> None:
     edge = make_edge(cookies={"secure": secure_mode, "same_site": same_site})
     prefix = "__Host-" if secure else ""
-    # Tokens within refresh.skew: every page load refreshes them.
+    # 20 s tokens minted 15 s ago, within a third of their lifetime: every page
+    # load refreshes them (the issuer is the module's: restored below).
     issuer.access_ttl = 20
+    issuer.clock = lambda: time.time() - 15
     # Cookies are carried by hand, as a browser behind a TLS proxy would carry
     # them (httpx's jar never sends a Secure cookie over plain http).
     jar = Browser()

@@ -186,16 +186,20 @@ class CookieJar:
         tokens: TokenSet,
         *,
         secure: bool,
-        present: Iterable[str] = (),
+        present: Iterable[str] | None = None,
         clear_missing: bool = False,
     ) -> list[str]:
         """``Set-Cookie`` values that store ``tokens``.
 
-        ``present`` is the cookie names the request carried, so stale chunks
-        are cleared. With ``clear_missing`` a kind with no token is cleared.
-        Raises ``ValueError`` when a token needs more than ``max_chunks``.
+        ``present`` is the token cookie names the request carried (the
+        middleware's ``scope["jwtedge.cookies_present"]``): stale chunks among
+        them are cleared and nothing else. ``None`` means unknown: a kind to
+        clear then gets its base name cleared blind. With ``clear_missing`` a
+        kind with no token is cleared. Raises ``ValueError`` when a token
+        needs more than ``max_chunks``.
         """
-        present = set(present)
+        blind = present is None
+        present = set(present or ())
         names = self.names(secure=secure)
         headers: list[str] = []
         for kind in _KINDS:
@@ -203,7 +207,7 @@ class CookieJar:
             name = names[kind]
             if value is None:
                 if clear_missing:
-                    headers += self._clear(name, present, keep=set(), secure=secure)
+                    headers += self._clear(name, present, keep=set(), secure=secure, blind=blind)
                 continue
             pieces = [value[i : i + CHUNK_SIZE] for i in range(0, len(value), CHUNK_SIZE)]
             if len(pieces) > self.settings.max_chunks:
@@ -212,18 +216,21 @@ class CookieJar:
             max_age = int(self.settings.refresh_max_age)
             for cookie_name, piece in zip(written, pieces, strict=True):
                 headers.append(self._header(cookie_name, piece, max_age=max_age, secure=secure))
-            headers += self._clear(name, present, keep=set(written), secure=secure)
+            headers += self._clear(name, present, keep=set(written), secure=secure, blind=False)
         return headers
 
-    def clear_cookies(self, *, secure: bool, present: Iterable[str] = ()) -> list[str]:
-        """``Set-Cookie`` values that delete every token cookie and chunk."""
+    def clear_cookies(self, *, secure: bool, present: Iterable[str] | None = None) -> list[str]:
+        """``Set-Cookie`` values that delete the token cookies and chunks in ``present``
+        (every base name when ``present`` is ``None``: unknown)."""
         return self.set_cookies(TokenSet(), secure=secure, present=present, clear_missing=True)
 
-    def _clear(self, name: str, present: set[str], *, keep: set[str], secure: bool) -> list[str]:
+    def _clear(
+        self, name: str, present: set[str], *, keep: set[str], secure: bool, blind: bool
+    ) -> list[str]:
         candidates = {name, *(f"{name}.{i}" for i in range(self.settings.max_chunks))}
         stale = sorted((candidates & present) - keep)
-        if not keep and not stale:
-            # Clearing blind: the browser may hold it even if this request did not show it.
+        if blind and not keep and not stale:
+            # Nobody said what the browser holds: clear the base name to be sure.
             stale = [name]
         return [self._header(cookie, "", max_age=0, secure=secure) for cookie in stale]
 

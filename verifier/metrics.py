@@ -32,6 +32,7 @@ Names (all prefixed ``jwtedge_``; counters end in ``_total``)::
     jwtedge_logins_total{result="started|completed|failed",code}
     jwtedge_logouts_total
     jwtedge_revocations_total{result="ok|failed"}
+    jwtedge_login_refresh_token_missing_total   logins that asked for offline_access in vain
     jwtedge_request_duration_seconds{route,method}   histogram
 
 ``jwtedge_requests_total{outcome="rejected"}`` counts refused credentials by
@@ -257,6 +258,11 @@ class EdgeCollector:
             "Refresh-token revocations at logout by result.",
             ["result"],
             [(["ok"], login.revocations_ok), (["failed"], login.revocations_failed)],
+        )
+        yield _counter(
+            "jwtedge_login_refresh_token_missing",
+            "Logins that asked for offline_access and got no refresh token (see login.prompt).",
+            login.refresh_token_missing,
         )
 
 

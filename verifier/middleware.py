@@ -71,7 +71,14 @@ from .stats import MiddlewareStats
 from .tokens import TokenVerifier, unverified_header
 from .websocket import deny, query_has_token, refusal_for_query_token
 
-__all__ = ["JWTSessionMiddleware", "OnError", "error_response", "get_session", "refresh_now"]
+__all__ = [
+    "COOKIES_PRESENT_KEY",
+    "JWTSessionMiddleware",
+    "OnError",
+    "error_response",
+    "get_session",
+    "refresh_now",
+]
 
 logger = logging.getLogger("jwtedge")
 
@@ -86,6 +93,15 @@ _HEADER_KINDS = {
     b"sec-fetch-site": "sec-fetch-site",
 }
 _ANONYMOUS = UnauthenticatedUser()  # stateless, so one instance serves every request
+#: Scope key holding the token cookie names (chunks included) the request
+#: carried, as a tuple: the middleware strips those cookies before the app
+#: runs, so an app that sets or clears token cookies (the login callback,
+#: logout) reads here which ones exist, and clears only those.
+COOKIES_PRESENT_KEY = "jwtedge.cookies_present"
+#: The effective refresh skew is at most this fraction of the access token's
+#: lifetime, so a token living no longer than refresh.skew is refreshed once
+#: per lifetime, not on every request.
+_SKEW_LIFETIME_FRACTION = 1 / 3
 
 #: Why a refresh was refused before any token-endpoint call.
 RefusalReason = Literal["no_proof", "proof_invalid", "proof_unverifiable", "cooldown"]
@@ -399,6 +415,8 @@ class JWTSessionMiddleware:
         self.jar = CookieJar(config.cookies)
         self.excluded = _Paths(config.http.exclude_paths)
         self.api_paths = _Paths(config.http.api_prefixes)
+        # Warn once per middleware (not per request) about too-short tokens.
+        self._warned_short_lifetime = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -412,6 +430,7 @@ class JWTSessionMiddleware:
         self.stats.headers_stripped += request.stripped
         scope = {**scope, "headers": request.headers}
         scope["auth"], scope["user"] = AuthCredentials(), _ANONYMOUS
+        scope[COOKIES_PRESENT_KEY] = tuple(request.cookie_names)
 
         if scope["type"] == "websocket":
             await self._websocket(scope, receive, send, request)
@@ -531,12 +550,39 @@ class JWTSessionMiddleware:
     def _refresh_due(
         self, access: str | None, session: Session | None, error: VerifierError | None
     ) -> bool:
-        """Missing, expired, or expiring within ``refresh.skew`` (no leeway)."""
+        """Missing, expired, or expiring within the effective skew (no leeway)."""
         if access is None or isinstance(error, TokenExpired):
             return True
         if session is None:
             return False
-        return session.expires_at - self.verifier.now() < self.config.refresh.skew
+        return session.expires_at - self.verifier.now() < self.effective_skew(session)
+
+    def effective_skew(self, session: Session) -> float:
+        """``min(refresh.skew, lifetime / 3)``, the lifetime being ``exp - iat``.
+
+        Without ``iat`` (or with a nonsensical one) the configured skew. A
+        token that lives no longer than ``refresh.skew`` would otherwise be
+        due from the moment it is issued, and every request would spend a
+        token-endpoint call and a rotation.
+        """
+        skew = self.config.refresh.skew
+        iat = session.claims.get("iat")
+        if isinstance(iat, bool) or not isinstance(iat, int | float):
+            return skew
+        lifetime = session.expires_at - float(iat)
+        if lifetime <= 0:
+            return skew
+        if lifetime <= skew and not self._warned_short_lifetime:
+            self._warned_short_lifetime = True
+            logger.warning(
+                "access tokens live %.0f s, no longer than refresh.skew (%.0f s): refreshing "
+                "%.1f s before expiry (a third of their lifetime) instead of on every request; "
+                "lower APP_CONFIG_REFRESH__SKEW or lengthen the issuer's access-token lifetime",
+                lifetime,
+                skew,
+                lifetime * _SKEW_LIFETIME_FRACTION,
+            )
+        return min(skew, lifetime * _SKEW_LIFETIME_FRACTION)
 
     async def proof_for(self, tokens: TokenSet) -> tuple[dict[str, Any], str]:
         """The proof a refresh needs: the claims of the caller's own access token

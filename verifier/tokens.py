@@ -24,15 +24,15 @@ import binascii
 import json
 import logging
 import math
-import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from .clock import Clock, wall_clock
 from .errors import (
     AlgorithmNotAllowed,
     AudienceMismatch,
@@ -66,8 +66,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("jwtedge")
 
 __all__ = ["CacheStats", "Clock", "TokenVerifier", "unverified_header", "verify_jws"]
-
-Clock = Callable[[], float]
 
 _B64URL = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _B64_INDEX = {char: index for index, char in enumerate(_B64URL.decode())}
@@ -308,7 +306,8 @@ class TokenVerifier:
     """Verifies access and ID tokens against baked keys; no I/O.
 
     Build it with :meth:`from_config`. ``now`` is the clock (seconds since
-    the epoch); tests inject a fixed one.
+    the epoch); tests inject a fixed one. Without one, ``time.time()`` is read
+    at each check, so ``freezegun.freeze_time`` moves it.
 
     ``profile`` is the issuer profile (a name or a
     :class:`~verifier.profiles.Profile`; ``claim_names.profile`` when omitted).
@@ -333,7 +332,7 @@ class TokenVerifier:
         access_claim: str | None = None,
         claim_names: ClaimsSettings | None = None,
         cache_size: int = 10_000,
-        now: Clock = time.time,
+        now: Clock | None = None,
         profile: str | Profile | None = None,
         claims_mapper: ClaimsMapper | None = None,
         audience_claim: str | None = None,
@@ -351,7 +350,8 @@ class TokenVerifier:
         self.require_at_jwt = require_at_jwt
         self.access_claim = access_claim
         self.claim_names = claim_names
-        self.now = now
+        # Read at call time unless injected, so freezegun's freeze_time moves it.
+        self.now: Clock = now if now is not None else wall_clock
         settings = claim_names if claim_names is not None else ClaimsSettings()
         if profile is None:
             profile = settings.profile
@@ -408,7 +408,7 @@ class TokenVerifier:
         config: AppConfig,
         *,
         keys: KeyStore | None = None,
-        now: Clock = time.time,
+        now: Clock | None = None,
         claims_mapper: ClaimsMapper | None = None,
     ) -> TokenVerifier:
         """A verifier over the baked keys of ``config`` (no I/O).
@@ -443,6 +443,17 @@ class TokenVerifier:
             )
         return verifier
 
+    def _verify_signature(self, token: str | bytes, which: str) -> tuple[Mapping[str, Any], bytes]:
+        """:func:`verify_jws`, with an algorithm refusal saying which token it was."""
+        try:
+            return _verify(token, self.keys, self.max_token_bytes)
+        except AlgorithmNotAllowed as exc:
+            # An issuer that signs access and ID tokens with different algorithms
+            # under one key is a setup problem: say which token, so it can be found.
+            raise AlgorithmNotAllowed(
+                f"{which} token: {exc.message}", token=which, **exc.context
+            ) from exc
+
     # -- access tokens -------------------------------------------------------
 
     def verify_access(self, token: str | bytes, *, check_expiry: bool = True) -> dict[str, Any]:
@@ -460,7 +471,7 @@ class TokenVerifier:
             unverified = _unverified_claims(token)
             if unverified is not None:
                 self._check_unverified(*unverified, self.context)
-        header, payload = _verify(token, self.keys, self.max_token_bytes)
+        header, payload = self._verify_signature(token, "access")
         claims = _load_claims(payload)
         self._check_access_type(header, claims)
         self._check_common(claims, check_expiry=check_expiry)
@@ -547,7 +558,7 @@ class TokenVerifier:
         access_claims: Mapping[str, Any] | None = None,
         nonce: str | None = None,
     ) -> tuple[Mapping[str, Any], dict[str, Any]]:
-        header, payload = _verify(token, self.keys, self.max_token_bytes)
+        header, payload = self._verify_signature(token, "ID")
         claims = _load_claims(payload)
         if _is_at_jwt(header.get("typ")) or self.token_kind(header, claims) == "access":
             raise TokenTypeInvalid("an access token is not an ID token")
