@@ -40,6 +40,7 @@ from .cookies import (
     request_is_secure,
 )
 from .errors import CSRFRejected, RefreshFailed, TokenExpired, VerifierError
+from .identity_headers import IdentityHeaders
 from .keys import VerificationKey
 from .refresh import Refresher, refresher_from_config
 from .remote import RemoteKeys
@@ -61,8 +62,6 @@ logger = logging.getLogger("jwtedge")
 OnError = Callable[[HTTPConnection, VerifierError], Response]
 
 _UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-_SPOOFABLE_PREFIXES = (b"x-auth-",)
-_SPOOFABLE_HEADERS = frozenset({b"x-user-id", b"x-forwarded-user"})
 _HEADER_KINDS = {
     b"cookie": "cookie",
     b"authorization": "authorization",
@@ -70,6 +69,7 @@ _HEADER_KINDS = {
     b"sec-fetch-site": "sec-fetch-site",
 }
 _ANONYMOUS = UnauthenticatedUser()  # stateless, so one instance serves every request
+_IDENTITY_HEADERS = IdentityHeaders()  # the built-in list, for callers without a config
 
 
 class RemoteKeyLayer(Protocol):
@@ -136,7 +136,14 @@ class _Request:
         "stripped",
     )
 
-    def __init__(self, scope: Scope, jar: CookieJar, *, forward_cookies: bool) -> None:
+    def __init__(
+        self,
+        scope: Scope,
+        jar: CookieJar,
+        *,
+        forward_cookies: bool,
+        identity: IdentityHeaders = _IDENTITY_HEADERS,
+    ) -> None:
         self.bearer: str | None = None
         self.origin: str | None = None
         self.sec_fetch_site: str | None = None
@@ -144,14 +151,14 @@ class _Request:
         self.cookie_names: list[str] = []
         headers: list[tuple[bytes, bytes]] = []
         stripped = 0
-        # One dict lookup per header; only x- headers pay for the spoof check.
+        # One dict lookup per header; only names whose first byte can start an
+        # identity header (x, r, c, ...) pay for folding and the list check.
+        first_bytes = identity.first_bytes
         for item in scope["headers"]:
             name = item[0]
             kind = _HEADER_KINDS.get(name)
             if kind is None:
-                if name[:2] == b"x-" and (
-                    name.startswith(_SPOOFABLE_PREFIXES) or name in _SPOOFABLE_HEADERS
-                ):
+                if name[:1] in first_bytes and identity.matches(name):
                     stripped += 1
                     continue
             elif kind == "cookie":
@@ -327,6 +334,7 @@ class JWTSessionMiddleware:
         self.on_error: OnError = on_error or (lambda _conn, exc: error_response(exc))
         self.stats = stats or MiddlewareStats()
         self.jar = CookieJar(config.cookies)
+        self.identity_headers = IdentityHeaders(config.http.strip_headers)
         self.excluded = _Paths(config.http.exclude_paths)
         self.api_paths = _Paths(config.http.api_prefixes)
 
@@ -338,7 +346,12 @@ class JWTSessionMiddleware:
             return
 
         http = self.config.http
-        request = _Request(scope, self.jar, forward_cookies=self.config.cookies.forward)
+        request = _Request(
+            scope,
+            self.jar,
+            forward_cookies=self.config.cookies.forward,
+            identity=self.identity_headers,
+        )
         self.stats.headers_stripped += request.stripped
         scope = {**scope, "headers": request.headers}
         scope["auth"], scope["user"] = AuthCredentials(), _ANONYMOUS
