@@ -24,7 +24,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
@@ -288,6 +288,7 @@ class TokenVerifier:
         claim_names: ClaimsSettings | None = None,
         cache_size: int = 10_000,
         now: Clock = time.time,
+        id_token_max_age: float | None = None,
     ) -> None:
         self.keys = keys
         self.issuer = issuer
@@ -299,6 +300,9 @@ class TokenVerifier:
         self.access_claim = access_claim
         self.claim_names = claim_names
         self.now = now
+        #: Past this age (by ``iat``) an ID token still has to match, but no
+        #: longer supplies profile fields (``cookies.refresh_max_age``).
+        self.id_token_max_age = id_token_max_age
         self.cache_size = cache_size
         self.cache_stats = CacheStats()
         # LRU by access (and ID) token string; stdlib OrderedDict is enough and
@@ -326,6 +330,7 @@ class TokenVerifier:
             claim_names=config.claims,
             cache_size=config.cache.size,
             now=now,
+            id_token_max_age=config.cookies.refresh_max_age,
         )
 
     # -- access tokens -------------------------------------------------------
@@ -356,6 +361,49 @@ class TokenVerifier:
             raise TokenTypeInvalid('access tokens must have "typ": "at+jwt"')
         if self.access_claim and self.access_claim not in claims:
             raise TokenTypeInvalid(f'access tokens must carry the "{self.access_claim}" claim')
+        if not self._is_access_token(header, claims):
+            raise TokenTypeInvalid("an ID token is not an access token")
+
+    def _is_access_token(self, header: Mapping[str, Any], claims: Mapping[str, Any]) -> bool:
+        """Audience separation: the one place that tells access from ID tokens by kind.
+
+        The issuer's own marker decides first (:meth:`issuer_token_kind`).
+        Without one: when ``auth.client_id`` is not one of ``auth.audience``,
+        a token whose ``aud`` contains the client id was issued to the client,
+        so it is an ID token unless its ``typ`` is ``at+jwt`` (RFC 9068). An
+        ID token can list the API next to the client, and refresh-grant ID
+        tokens usually carry no ``nonce``, so ``aud`` and ``nonce`` alone do
+        not tell them apart.
+        """
+        kind = self.issuer_token_kind(header, claims)
+        if kind is not None:
+            return kind == "access"
+        client_id = self.client_id
+        if client_id is None or client_id in self.audiences:
+            # With the client among the audiences the config demands
+            # require_at_jwt or access_claim instead (checked above).
+            return True
+        aud = claims.get("aud")
+        if not isinstance(aud, list) or client_id not in aud:
+            # A lone client-id audience is no audience of ours: the audience
+            # check refuses it (audience_mismatch), as it does any other.
+            return True
+        audiences = self.audiences
+        if not any(isinstance(item, str) and item in audiences for item in aud):
+            return True
+        return _is_at_jwt(header.get("typ"))
+
+    def issuer_token_kind(
+        self, header: Mapping[str, Any], claims: Mapping[str, Any]
+    ) -> Literal["access", "id"] | None:
+        """What the issuer's own marker says the token is, or ``None`` without one.
+
+        The seam for issuer profiles: Keycloak's payload ``typ`` (``"Bearer"``
+        against ``"ID"``), Cognito's ``token_use``, a ``cid``/``client_id``
+        claim that an issuer puts only in access tokens (Okta). The generic
+        verifier knows no marker.
+        """
+        return None
 
     def _check_common(self, claims: Mapping[str, Any], *, check_expiry: bool) -> None:
         if claims.get("iss") != self.issuer:
@@ -467,8 +515,10 @@ class TokenVerifier:
         header, access = self._verify_access(access_token)
         id_header: Mapping[str, Any] | None = None
         id_claims = None
+        profile_until = math.inf
         if id_token:
             id_header, id_claims = self._verify_id(id_token, access)
+            id_claims, profile_until = self._profile_claims(id_claims)
         session = Session.from_claims(access, id_claims, names=self.claim_names)
         if cache is not None and key is not None:
             kids = (header.get("kid"), id_header.get("kid") if id_header else header.get("kid"))
@@ -476,11 +526,33 @@ class TokenVerifier:
             # nbf and iat (a clock stepping back), before exp (all with leeway).
             starts = [float(access[name]) for name in ("nbf", "iat") if name in access]
             valid_from = max(starts) - self.leeway if starts else float("-inf")
-            entry = _CacheEntry(session, valid_from, session.expires_at + self.leeway, kids)
+            # A session with ID-token profile fields lasts only while that
+            # token is young enough to supply them.
+            valid_until = min(session.expires_at + self.leeway, profile_until)
+            entry = _CacheEntry(session, valid_from, valid_until, kids)
             cache[key] = entry
             if len(cache) > self.cache_size:
                 cache.popitem(last=False)
         return session
+
+    def _profile_claims(self, id_claims: dict[str, Any]) -> tuple[dict[str, Any] | None, float]:
+        """The ID token's claims while it may supply profile fields, and until when.
+
+        An ID token proves a login; the cookie that carries it lives for
+        ``cookies.refresh_max_age``, so one older than that (by ``iat``; one
+        without ``iat`` has no provable age) is left over from a login the
+        session no longer rests on: its e-mail and name are not served.
+        """
+        max_age = self.id_token_max_age
+        if max_age is None:
+            return id_claims, math.inf
+        iat = id_claims.get("iat")
+        if iat is None:
+            return None, math.inf
+        until = float(iat) + max_age  # a NumericDate: _verify_id checked it
+        if self.now() >= until:
+            return None, math.inf
+        return id_claims, until
 
     def _evict_kids(self, kids: frozenset[str | None]) -> None:
         """Drop cached sessions verified with keys that were removed or replaced."""
