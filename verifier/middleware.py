@@ -39,7 +39,7 @@ from .cookies import (
     request_host,
     request_is_secure,
 )
-from .errors import CSRFRejected, RefreshFailed, TokenExpired, VerifierError
+from .errors import CSRFRejected, RefreshFailed, TokenExpired, TokenMalformed, VerifierError
 from .identity_headers import IdentityHeaders
 from .keys import VerificationKey
 from .refresh import Refresher, refresher_from_config
@@ -130,6 +130,7 @@ class _Request:
         "bearer",
         "cookie_names",
         "cookies",
+        "duplicate_cookies",
         "headers",
         "origin",
         "sec_fetch_site",
@@ -149,6 +150,7 @@ class _Request:
         self.sec_fetch_site: str | None = None
         self.cookies: dict[str, str] = {}
         self.cookie_names: list[str] = []
+        self.duplicate_cookies = False
         headers: list[tuple[bytes, bytes]] = []
         stripped = 0
         # One dict lookup per header; only names whose first byte can start an
@@ -178,15 +180,21 @@ class _Request:
             headers.append(item)
         self.headers = headers
         self.stripped = stripped
+        if self.duplicate_cookies:
+            # Which copy is the user's cannot be told: a sibling host may have
+            # planted one (cookie tossing). None of them is a credential.
+            self.cookies = {}
 
     def _take_cookies(self, header: str, jar: CookieJar, forward: bool) -> str:
-        """Collect token cookies (first occurrence wins); return the rest verbatim."""
+        """Collect token cookies (a name seen twice is noted); return the rest verbatim."""
         kept = []
         for part in header.split(";"):
             name, sep, value = part.partition("=")
             name = name.strip()
             if sep and jar.is_token_cookie(name):
-                if name not in self.cookies:
+                if name in self.cookies:
+                    self.duplicate_cookies = True
+                else:
                     self.cookies[name] = value.strip()
                     self.cookie_names.append(name)
                 if not forward:
@@ -337,6 +345,13 @@ class JWTSessionMiddleware:
         self.identity_headers = IdentityHeaders(config.http.strip_headers)
         self.excluded = _Paths(config.http.exclude_paths)
         self.api_paths = _Paths(config.http.api_prefixes)
+        if config.cookies.domain:
+            logger.warning(
+                "cookies.domain is set (%s): any host under that domain can overwrite the "
+                "token cookies (cookie tossing); without a Domain, Secure cookies get "
+                "__Host- names, which no other host can set",
+                config.cookies.domain,
+            )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -356,9 +371,13 @@ class JWTSessionMiddleware:
         scope = {**scope, "headers": request.headers}
         scope["auth"], scope["user"] = AuthCredentials(), _ANONYMOUS
 
+        if request.duplicate_cookies:
+            self.stats.duplicate_cookies += 1
         if scope["type"] == "websocket":
             await self._websocket(scope, receive, send, request)
             return
+        if request.duplicate_cookies:
+            send = self._clearing_duplicates(scope, request, send)
 
         secure, tokens = self._read_tokens(scope, request)
         cookie_auth = request.bearer is None and (tokens.access or tokens.refresh) is not None
@@ -374,6 +393,11 @@ class JWTSessionMiddleware:
         path = scope["path"]
         if path in self.excluded:
             await self.app(scope, receive, send)
+            return
+        if request.duplicate_cookies and request.bearer is None and path in self.api_paths:
+            refused = TokenMalformed("a token cookie was sent more than once")
+            self.stats.rejected[refused.code] += 1
+            await self._reject(scope, receive, send, refused)
             return
 
         ctx: _Context | None = None
@@ -452,6 +476,27 @@ class JWTSessionMiddleware:
         stats.websocket_authenticated += 1
         scope["auth"], scope["user"] = session, session.user
         await self.app(scope, receive, send)
+
+    def _clearing_duplicates(self, scope: Scope, request: _Request, send: Send) -> Send:
+        """Add ``Set-Cookie`` values that delete every variant of the duplicated cookies.
+
+        Clearing one variant would leave the other in the browser, and every
+        later request would be ambiguous again: the user could never sign in.
+        """
+        secure = request_is_secure(scope, self.config.cookies.secure)
+        names = request.cookie_names
+
+        async def send_clearing(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                # A login on this very request sets fresh cookies: keep those.
+                fresh = {value.partition("=")[0].strip() for value in headers.getlist("set-cookie")}
+                for value in self.jar.clear_everywhere(names, secure=secure, keep=fresh):
+                    headers.append("set-cookie", value)
+                headers["cache-control"] = "no-store"
+            await send(message)
+
+        return send_clearing
 
     def _read_tokens(self, scope: Scope, request: _Request) -> tuple[bool, TokenSet]:
         if not request.cookies:
