@@ -203,6 +203,16 @@ def printable(text: str) -> str:
     return _UNPRINTABLE.sub(_escape_char, text)
 
 
+def _json_printable(text: str) -> str:
+    """JSON text (or a dotenv line quoting it) with what ``printable`` escapes as ``\\uXXXX``.
+
+    JSON encoders escape C0 controls already, so what is left (DEL, C1,
+    separators, bidi overrides) can only sit inside strings, where the JSON
+    escape means the same character: the value reads back unchanged.
+    """
+    return _UNPRINTABLE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+
+
 def _say(message: str, style: str | None = None) -> None:
     _console().print(printable(message), style=style, markup=False)
 
@@ -426,7 +436,7 @@ def bake(
         _exit(OUTPUT, f"cannot write {exc.path}: {exc.reason}")
     if env_file is None and json_file is None and github_path is None:
         for line in env_lines(result):
-            typer.echo(line)
+            typer.echo(_json_printable(line))
 
 
 # -- check --------------------------------------------------------------------
@@ -603,14 +613,13 @@ def _session_lines(session: Session, now: datetime) -> list[str]:
 
 
 def _json_text(value: object) -> str:
-    """Indented JSON for text output: structure on its lines, strings printable.
+    """Indented JSON for text output: readable non-ASCII, every control escaped (valid JSON).
 
-    orjson escapes C0 controls inside strings, so every raw newline is
-    structure; what it leaves raw (DEL, C1, separators, bidi overrides) is
-    escaped line by line.
+    orjson escapes C0 controls inside strings, so every raw newline is the
+    indentation's own.
     """
     text = orjson.dumps(value, option=orjson.OPT_INDENT_2).decode("utf-8")
-    return "\n".join(printable(line) for line in text.split("\n"))
+    return "\n".join(_json_printable(line) for line in text.split("\n"))
 
 
 def _json_document(value: object) -> str:
