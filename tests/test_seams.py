@@ -45,6 +45,7 @@ from verifier.authz import requires_org, requires_project
 from verifier.config import AppConfig
 from verifier.errors import JWKSInvalid
 from verifier.fastapi import install_error_handler, org_context, project_access
+from verifier.identity_headers import MEMO_SIZE, IdentityHeaders
 from verifier.jwks import parse_jwks
 from verifier.middleware import JWTSessionMiddleware
 from verifier.session import Organization
@@ -409,6 +410,18 @@ async def test_header_names_in_any_case_are_stripped_even_from_a_server_that_kee
     assert sent[0]["status"] == 200
 
 
+def test_the_header_verdict_memo_stays_bounded_under_invented_names() -> None:
+    identity = IdentityHeaders(["X-Tenant-User"])
+
+    for index in range(5 * MEMO_SIZE):
+        assert not identity.matches(f"x-invented-{index}".encode())
+        assert len(identity.known) <= MEMO_SIZE
+    # Verdicts stay right after the memo starts over.
+    assert identity.matches(b"X_Auth_User")
+    assert identity.matches(b"x-tenant_user")
+    assert not identity.matches(b"x-request-id")
+
+
 @pytest.mark.e2e
 def test_uvicorn_passes_underscore_spellings_and_the_middleware_strips_them(
     issuer: DevIssuer,
@@ -732,3 +745,23 @@ def test_logout_with_a_duplicate_refresh_cookie_revokes_nothing_and_clears_every
     assert {
         (name, domain, "/") for name in TOKEN_NAMES for domain in (None, DOMAIN)
     } <= clearing_places(response)
+
+
+def test_a_duplicated_cookie_name_this_app_never_writes_is_not_cleared_and_never_a_500(
+    issuer: DevIssuer,
+) -> None:
+    # Found by the middleware fuzzer: "²" is a digit to str.isdigit, so the name
+    # counts as a chunk when stripping, but no Set-Cookie can carry it.
+    app = behind_middleware(make_config(issuer), asgi=echo_session)
+    tossed = (
+        "__Host-jwtedge_id.\u00b2=a; __Host-jwtedge_id.\u00b2=b; jwtedge_access=x; jwtedge_access=y"
+    )
+
+    with TestClient(app, base_url="https://testserver") as client:
+        response = client.get("/page", headers={"Cookie": tossed.encode("latin-1")})
+
+    assert response.status_code == 200
+    assert response.json() == {"user": None, "email": None}
+    assert [parse_set_cookie(v)[0] for v in response.headers.get_list("set-cookie")] == [
+        "jwtedge_access"
+    ]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
@@ -39,6 +40,9 @@ __all__ = [
 
 #: Characters per chunk: leaves room for the name and attributes under 4096.
 CHUNK_SIZE = 3800
+#: Cookie names this app can write: configured names (letters, digits, ``_``,
+#: ``-``), the ``__Host-`` prefix and ``.N`` chunk suffixes.
+_WRITABLE_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 TokenKind = Literal["access", "id", "refresh"]
 _KINDS: tuple[TokenKind, ...] = ("access", "id", "refresh")
 
@@ -247,6 +251,10 @@ class CookieJar:
         paths = tuple(dict.fromkeys((s.path, "/")))
         headers: list[str] = []
         for name in dict.fromkeys(names):
+            if not _WRITABLE_NAME.fullmatch(name):
+                # Not a name this app writes (``jwtedge_id.²`` passes as a chunk
+                # name when stripping): nothing of ours to delete.
+                continue
             host_only = name.startswith("__Host-")
             places = [(None, "/")] if host_only else [(d, p) for d in domains for p in paths]
             for place in places:

@@ -32,6 +32,7 @@ from collections.abc import Iterable
 __all__ = [
     "IDENTITY_HEADER_NAMES",
     "IDENTITY_HEADER_PREFIXES",
+    "MEMO_SIZE",
     "IdentityHeaders",
     "fold_header_name",
 ]
@@ -70,16 +71,23 @@ def fold_header_name(name: bytes) -> bytes:
     return name.translate(_FOLD)
 
 
+#: Distinct header names whose verdict is remembered; past this the memo
+#: starts over, so names an attacker invents cannot grow it.
+MEMO_SIZE = 1024
+
+
 class IdentityHeaders:
     """Decides whether a request header name is a spoofable identity header.
 
     ``extra`` adds names (``http.strip_headers``); one ending in ``*`` is a
-    prefix. Built once per middleware; :meth:`matches` is on the hot path, so
-    :attr:`first_bytes` lets the caller skip every header whose first byte
-    cannot start a listed name (most headers) with one set lookup.
+    prefix. Built once per middleware. This is the hot path: an app sees the
+    same few dozen header names over and over, so each name's verdict is
+    kept in :attr:`known` (raw name → bool, bounded by :data:`MEMO_SIZE`) and
+    a request pays one dict lookup per header; only a name never seen before
+    is folded and compared.
     """
 
-    __slots__ = ("first_bytes", "names", "prefixes")
+    __slots__ = ("known", "names", "prefixes")
 
     def __init__(self, extra: Iterable[str] = ()) -> None:
         prefixes = list(IDENTITY_HEADER_PREFIXES)
@@ -93,15 +101,16 @@ class IdentityHeaders:
                 names.add(folded)
         self.prefixes = tuple(p.encode("latin-1") for p in prefixes)
         self.names = frozenset(n.encode("latin-1") for n in names)
-        starts = {entry[:1] for entry in (*self.prefixes, *self.names)}
-        #: Every case of each first byte a listed name can start with.
-        self.first_bytes = frozenset(
-            variant for start in starts for variant in (start, start.upper(), start.lower())
-        )
+        self.known: dict[bytes, bool] = {}
 
     def matches(self, name: bytes) -> bool:
         """Whether header ``name`` (raw, any case, ``_`` or ``-``) is on the list."""
-        if name[:1] not in self.first_bytes:
-            return False
-        folded = name.translate(_FOLD)
-        return folded in self.names or folded.startswith(self.prefixes)
+        verdict = self.known.get(name)
+        if verdict is None:
+            folded = name.translate(_FOLD)
+            verdict = folded in self.names or folded.startswith(self.prefixes)
+            known = self.known
+            if len(known) >= MEMO_SIZE:
+                known.clear()
+            known[name] = verdict
+        return verdict

@@ -153,14 +153,17 @@ class _Request:
         self.duplicate_cookies = False
         headers: list[tuple[bytes, bytes]] = []
         stripped = 0
-        # One dict lookup per header; only names whose first byte can start an
-        # identity header (x, r, c, ...) pay for folding and the list check.
-        first_bytes = identity.first_bytes
+        # Two dict lookups per header: its kind, then the remembered verdict on
+        # identity headers (only a name never seen before is folded and compared).
+        known = identity.known
         for item in scope["headers"]:
             name = item[0]
             kind = _HEADER_KINDS.get(name)
             if kind is None:
-                if name[:1] in first_bytes and identity.matches(name):
+                spoofed = known.get(name)
+                if spoofed is None:
+                    spoofed = identity.matches(name)
+                if spoofed:
                     stripped += 1
                     continue
             elif kind == "cookie":
