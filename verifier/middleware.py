@@ -3,9 +3,11 @@
 A pure ASGI middleware. Per request it
 
 1. cleans the request (on every path): identity headers a client could
-   spoof are removed, token cookies are removed from the ``Cookie`` header the
-   inner app sees (unless ``cookies.forward``), query-string tokens are never
-   read;
+   spoof are removed (:mod:`verifier.identity_headers`: any case, ``_`` or
+   ``-``), token cookies are removed from the ``Cookie`` header the inner app
+   sees (unless ``cookies.forward``), a token cookie sent twice makes the
+   request carry no cookie credentials (and the response deletes every
+   variant of it), query-string tokens are never read;
 2. refuses cookie-authenticated unsafe methods that are not same-origin
    (403 ``csrf_rejected``);
 3. outside ``http.exclude_paths``, verifies the access token (Bearer header
