@@ -1101,8 +1101,9 @@ def test_a_set_of_only_weak_keys_is_jwks_invalid() -> None:
 # -- hostile kids and claims reaching the CLI (issue 20, item 5) -----------------------------
 
 
-def test_a_hostile_kid_in_a_token_never_reaches_the_terminal_raw(
-    issuer: DevIssuer, tmp_path: Any
+@pytest.mark.parametrize("output", ["text", "json"])
+def test_hostile_claims_and_kids_never_reach_the_terminal_raw(
+    issuer: DevIssuer, tmp_path: Any, output: str
 ) -> None:
     from typer.testing import CliRunner
 
@@ -1114,16 +1115,23 @@ def test_a_hostile_kid_in_a_token_never_reaches_the_terminal_raw(
         f"APP_CONFIG_AUTH__ISSUER={issuer.issuer}\nAPP_CONFIG_AUTH__AUDIENCE=api\n"
         f"APP_CONFIG_AUTH__JWKS='{jwks}'\n"
     )
-    hdr = header(issuer, kid="k1\n::error title=Injected::\x1b[2J")
-    token = signed(issuer, hdr)
+    injected = "\n::error title=Injected::pwned\x1b[2J\x9b1m\u202e"
+    org = {"id": "o1", "slug": "acme", "name": "Acme" + injected, "role": "owner"}
+    # A valid token (its claims reach the session lines) and one with a hostile kid.
+    valid = issuer.access_token("u1" + injected, organizations=[org], extra={"name": injected})
+    unknown_kid = signed(issuer, header(issuer, kid="k1" + injected))
+    extra = ["--json"] if output == "json" else []
 
-    for extra in ([], ["--json"]):
+    for token, exit_code in ((valid, 0), (unknown_kid, 1)):
         result = CliRunner().invoke(
             app, ["inspect", "--env-file", str(env), *extra], input=token, obj=Seams()
         )
 
-        assert result.exit_code == 1
+        assert result.exit_code == exit_code, result.stderr
         shown = result.stdout + result.stderr
-        assert "\x1b" not in shown
         assert not [line for line in shown.splitlines() if line.lstrip().startswith("::")]
-        assert "k1\\n::error title=Injected::" in shown
+        for char in ("\x1b", "\x9b", "\u202e"):
+            assert char not in shown
+        if output == "json":
+            assert result.stdout.isascii()
+            json.loads(result.stdout)
