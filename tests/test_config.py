@@ -315,6 +315,7 @@ def test_every_default_matches_the_design_table(env: pytest.MonkeyPatch) -> None
         "api_prefixes": ["/api"],
         "login_path": "/auth/login",
         "forward_auth_path": "/auth/verify",
+        "strip_headers": [],
     }
     assert config.login.model_dump() == {
         "redirect_uri": None,

@@ -345,6 +345,20 @@ class HttpSettings(_Section):
     api_prefixes: StrList = Field(default_factory=lambda: ["/api"])
     login_path: str = "/auth/login"
     forward_auth_path: str = "/auth/verify"
+    #: Identity headers to remove, added to the built-in list
+    #: (:mod:`verifier.identity_headers`); a name ending in ``*`` is a prefix.
+    strip_headers: StrList = Field(default_factory=list)
+
+    @field_validator("strip_headers")
+    @classmethod
+    def _header_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            # RFC 9110 token characters; anything else could never be a header.
+            if not name.rstrip("*") or not all(
+                c.isascii() and (c.isalnum() or c in "!#$%&'*+-.^_`|~") for c in name
+            ):
+                raise ValueError(f"not a header name: {name[:64]!r}")
+        return value
 
     @field_validator("exclude_paths", "api_prefixes")
     @classmethod

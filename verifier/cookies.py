@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from typing import Literal
@@ -39,6 +40,9 @@ __all__ = [
 
 #: Characters per chunk: leaves room for the name and attributes under 4096.
 CHUNK_SIZE = 3800
+#: Cookie names this app can write: configured names (letters, digits, ``_``,
+#: ``-``), the ``__Host-`` prefix and ``.N`` chunk suffixes.
+_WRITABLE_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 TokenKind = Literal["access", "id", "refresh"]
 _KINDS: tuple[TokenKind, ...] = ("access", "id", "refresh")
 
@@ -234,17 +238,61 @@ class CookieJar:
             stale = [name]
         return [self._header(cookie, "", max_age=0, secure=secure) for cookie in stale]
 
-    def _header(self, name: str, value: str, *, max_age: int, secure: bool) -> str:
+    def clear_everywhere(
+        self, names: Iterable[str], *, secure: bool, keep: Collection[str] = ()
+    ) -> list[str]:
+        """``Set-Cookie`` values deleting each of ``names`` wherever this app may have set it.
+
+        A browser keeps one cookie per (name, domain, path): after a change of
+        ``cookies.domain`` or ``cookies.path`` it may hold the old and the new
+        variant side by side for up to ``refresh_max_age``, and a sibling host
+        can plant a third (cookie tossing). So each name is cleared host-only
+        and with ``cookies.domain``, at ``cookies.path`` and at ``/``;
+        ``__Host-`` names only exist host-only at ``/``, always Secure. Names
+        in ``keep`` are being set anew by the same response: their configured
+        variant is left to that new value.
+        """
         s = self.settings
+        configured = (s.domain or None, s.path)
+        domains = (None, s.domain) if s.domain else (None,)
+        paths = tuple(dict.fromkeys((s.path, "/")))
+        headers: list[str] = []
+        for name in dict.fromkeys(names):
+            if not _WRITABLE_NAME.fullmatch(name):
+                # Not a name this app writes (``jwtedge_id.²`` passes as a chunk
+                # name when stripping): nothing of ours to delete.
+                continue
+            host_only = name.startswith("__Host-")
+            places = [(None, "/")] if host_only else [(d, p) for d in domains for p in paths]
+            for place in places:
+                if name in keep and (host_only or place == configured):
+                    continue
+                headers.append(
+                    self._header(name, "", max_age=0, secure=secure or host_only, place=place)
+                )
+        return headers
+
+    def _header(
+        self,
+        name: str,
+        value: str,
+        *,
+        max_age: int,
+        secure: bool,
+        place: tuple[str | None, str] | None = None,
+    ) -> str:
+        """One ``Set-Cookie`` value; ``place`` overrides the configured (domain, path)."""
+        s = self.settings
+        domain, path = place if place is not None else (s.domain, s.path)
         cookie: SimpleCookie = SimpleCookie()
         cookie[name] = value
         morsel = cookie[name]
-        morsel["path"] = s.path
+        morsel["path"] = path
         morsel["max-age"] = max_age
         morsel["httponly"] = True
         morsel["samesite"] = s.same_site.capitalize()
-        if s.domain:
-            morsel["domain"] = s.domain
+        if domain:
+            morsel["domain"] = domain
         if secure or s.same_site == "none":
             morsel["secure"] = True
         return morsel.OutputString()

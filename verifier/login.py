@@ -56,7 +56,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .clock import wall_clock
 from .config import AppConfig
-from .cookies import CookieJar, TokenSet, parse_cookie_header, request_is_secure
+from .cookies import CookieJar, TokenSet, request_is_secure
 from .errors import ConfigInvalid, VerifierError
 from .middleware import COOKIES_PRESENT_KEY, get_session
 from .oauth import TokenEndpointUnavailable, oauth_error, post_form
@@ -375,6 +375,12 @@ class LoginFlow:
             name, value, max_age=max_age, path="/", secure=secure, httponly=True, samesite="lax"
         )
 
+    def _all_token_cookie_names(self, secure: bool) -> list[str]:
+        """Every token cookie and chunk name, for when the middleware did not say which exist."""
+        names = self.jar.names(secure=secure).values()
+        chunks = range(self.config.cookies.max_chunks)
+        return [n for name in names for n in (name, *(f"{name}.{i}" for i in chunks))]
+
     @staticmethod
     def _present(request: Request) -> list[str] | None:
         """The token cookies the request carried, as the middleware saw them (it strips
@@ -647,7 +653,12 @@ class LoginFlow:
             target = _with_query(end_session, params)
         response = RedirectResponse(target, status_code=303, headers=_NO_STORE)
         secure = self._secure(request)
-        for value in self.jar.clear_cookies(secure=secure, present=self._present(request)):
+        # Every variant (host-only and with cookies.domain, at cookies.path and
+        # /) of each token cookie the request carried: one left behind after a
+        # settings change would outlive the logout.
+        present = self._present(request)
+        names = present if present is not None else self._all_token_cookie_names(secure)
+        for value in self.jar.clear_everywhere(names, secure=secure):
             response.headers.append("set-cookie", value)
         self.stats.logouts += 1
         return response
@@ -692,10 +703,18 @@ class LogoutTokens:
             await self.app(scope, receive, send)
             return
         cookies: dict[str, str] = {}
+        duplicated = False
         for name, value in scope["headers"]:
             if name == b"cookie":
-                for key, item in parse_cookie_header(value.decode("latin-1")).items():
-                    cookies.setdefault(key, item)
+                for part in value.decode("latin-1").split(";"):
+                    key, sep, item = part.partition("=")
+                    key = key.strip()
+                    if not sep or not self.jar.is_token_cookie(key):
+                        continue
+                    duplicated = duplicated or key in cookies
+                    cookies.setdefault(key, item.strip())
         secure = request_is_secure(scope, self.secure_mode)
-        tokens = self.jar.read(cookies, secure=secure)
+        # As in the middleware: a token cookie sent twice may be a planted one,
+        # so none is trusted (its refresh token is not revoked on our word).
+        tokens = TokenSet() if duplicated else self.jar.read(cookies, secure=secure)
         await self.app({**scope, LOGOUT_TOKENS_KEY: tokens}, receive, send)

@@ -16,6 +16,7 @@ Names (all prefixed ``jwtedge_``; counters end in ``_total``)::
     jwtedge_requests_total{outcome="authenticated|anonymous|rejected",code}
     jwtedge_csrf_rejected_total
     jwtedge_identity_headers_stripped_total
+    jwtedge_duplicate_token_cookies_total
     jwtedge_cache_hits_total, jwtedge_cache_misses_total
     jwtedge_key_fetches_total{result="ok|failed"}
     jwtedge_key_refetch_suppressed_total
@@ -145,6 +146,11 @@ class EdgeCollector:
             "jwtedge_identity_headers_stripped",
             "Spoofable identity headers removed from requests.",
             stats.headers_stripped,
+        )
+        yield _counter(
+            "jwtedge_duplicate_token_cookies",
+            "Requests naming a token cookie more than once, served without cookie credentials.",
+            stats.duplicate_cookies,
         )
         cache = self.verifier.cache_stats
         yield _counter("jwtedge_cache_hits", "Verified-token cache hits.", cache.hits)
