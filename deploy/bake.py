@@ -65,6 +65,7 @@ __all__ = [
     "github_env_block",
     "read_current_bake",
     "render_env_file",
+    "rsa_alg_warnings",
     "utc_now",
     "write_env_file",
     "write_json_file",
@@ -121,6 +122,20 @@ class BakeResult:
         if self.profile is not None:
             values[PROFILE_VAR] = self.profile
         return values
+
+
+def rsa_alg_warnings(jwks: JWKSet) -> list[str]:
+    """One line per baked RSA key without ``alg``: the app uses it with
+    ``auth.rsa_alg`` only (RFC 8725 §3.1: one key, one algorithm), which
+    silently refuses the tokens of an issuer that signs with another RSA
+    algorithm, or with two (oidc-provider allows RS256 and PS256 on one key)."""
+    return [
+        f"key {key.kid or '(no kid)'} is RSA without an alg: the app verifies it with "
+        "auth.rsa_alg only (APP_CONFIG_AUTH__RSA_ALG, default RS256); set that to the "
+        "algorithm the issuer signs with, or give the issuer's key an alg"
+        for key in jwks.keys
+        if key.kty == "RSA" and key.alg is None
+    ]
 
 
 def _iso(moment: datetime) -> str:

@@ -22,8 +22,10 @@ a sleep that does not wait, without monkeypatching.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
+import re
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -61,6 +63,7 @@ from .bake import (
     env_file_value,
     env_lines,
     read_current_bake,
+    rsa_alg_warnings,
     utc_now,
     write_env_file,
     write_json_file,
@@ -68,7 +71,7 @@ from .bake import (
 from .bake import bake as run_bake
 from .detect import PROFILE_VAR, describe, detect
 
-__all__ = ["EXIT_CODES", "Seams", "app", "main", "make_fetcher"]
+__all__ = ["EXIT_CODES", "Seams", "app", "main", "make_fetcher", "printable"]
 
 OK, FAILED, USAGE, ISSUER, OUTPUT, UNEXPECTED = 0, 1, 2, 3, 4, 70
 EXIT_CODES = {
@@ -172,12 +175,49 @@ def main() -> None:
 
 
 def _console() -> Console:
-    # soft_wrap: a diagnostic stays one line however long its URL is.
-    return Console(stderr=True, soft_wrap=True, highlight=False)
+    # soft_wrap: a diagnostic stays one line however long its URL is; no emoji
+    # codes either (a kid ":x:" is shown as written).
+    return Console(stderr=True, soft_wrap=True, highlight=False, emoji=False)
+
+
+#: C0 and C1 controls, DEL, line and paragraph separators and bidirectional
+#: overrides: what can start a new line (a GitHub Actions ``::command``), move
+#: the cursor, recolour the terminal or reorder what is shown.
+_UNPRINTABLE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    return _NAMED_ESCAPES.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters shown as escapes (``\\n``, ``\\x1b``, ``\\u202e``).
+
+    Every string that came from the network or a token (kids, issuer
+    metadata, claims, error messages quoting them) goes through this before
+    it is printed as text, so it stays on its line and cannot drive the
+    terminal or a CI log.
+    """
+    return _UNPRINTABLE.sub(_escape_char, text)
+
+
+def _json_printable(text: str) -> str:
+    """JSON text (or a dotenv line quoting it) with what ``printable`` escapes as ``\\uXXXX``.
+
+    JSON encoders escape C0 controls already, so what is left (DEL, C1,
+    separators, bidi overrides) can only sit inside strings, where the JSON
+    escape means the same character: the value reads back unchanged.
+    """
+    return _UNPRINTABLE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
 def _say(message: str, style: str | None = None) -> None:
-    _console().print(message, style=style, markup=False)
+    _console().print(printable(message), style=style, markup=False)
 
 
 def _warn(message: str) -> None:
@@ -241,7 +281,7 @@ def _summary(result: BakeResult) -> None:
     console.print(
         Text.assemble(
             ("fetched ", "green"),
-            f"{len(result.jwks)} usable key(s) from {result.meta['issuer']} ",
+            f"{len(result.jwks)} usable key(s) from {printable(result.meta['issuer'])} ",
             (f"in {result.elapsed:.2f} s, {result.size} bytes", "dim"),
         )
     )
@@ -250,13 +290,13 @@ def _summary(result: BakeResult) -> None:
         table.add_column(column)
     for key in result.jwks.keys:
         table.add_row(
-            Text(key.kid or "(none)"),
+            Text(printable(key.kid or "(none)")),
             Text(key.kty + (f" {key.crv}" if key.crv else "")),
-            Text(key.alg or "(by key type)"),
+            Text(printable(key.alg or "(by key type)")),
             str(key.key_size),
         )
     console.print(table)
-    console.print(Text(f"sha256 {result.meta['sha256']}", style="dim"))
+    console.print(Text(printable(f"sha256 {result.meta['sha256']}"), style="dim"))
 
 
 # -- bake ---------------------------------------------------------------------
@@ -399,6 +439,8 @@ def bake(
     if result.jwks.skipped:
         _warn(f"{len(result.jwks.skipped)} key(s) not baked:")
         _name_skipped(result.jwks.skipped, "skipped")
+    for warning in rsa_alg_warnings(result.jwks):
+        _warn(warning)
     _summary(result)
     result = _recognise(result, issuer, write_profile)
 
@@ -416,7 +458,7 @@ def bake(
         _exit(OUTPUT, f"cannot write {exc.path}: {exc.reason}")
     if env_file is None and json_file is None and github_path is None:
         for line in env_lines(result):
-            typer.echo(line)
+            typer.echo(_json_printable(line))
 
 
 def _stytch_with_keys(issuer: str, jwks_url: str | None) -> bool:
@@ -558,7 +600,7 @@ def check(
                 f"{_human_duration(limit)}"
             )
     for line in lines:
-        typer.echo(line)
+        typer.echo(printable(line))
     if lines:
         _say(f"jwtedge: drift between {current.source} and {source}", "bold yellow")
         raise typer.Exit(FAILED)
@@ -666,7 +708,18 @@ def _mapping_preview(
 
 
 def _json_text(value: object) -> str:
-    return orjson.dumps(value, option=orjson.OPT_INDENT_2).decode("utf-8")
+    """Indented JSON for text output: readable non-ASCII, every control escaped (valid JSON).
+
+    orjson escapes C0 controls inside strings, so every raw newline is the
+    indentation's own.
+    """
+    text = orjson.dumps(value, option=orjson.OPT_INDENT_2).decode("utf-8")
+    return "\n".join(_json_printable(line) for line in text.split("\n"))
+
+
+def _json_document(value: object) -> str:
+    """``--json`` output: plain JSON, every non-ASCII and control character escaped once."""
+    return json.dumps(value, indent=2, ensure_ascii=True, allow_nan=False)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -786,7 +839,7 @@ def inspect(
                 if isinstance(preview, Session)
                 else {"error": {"code": preview.code, "message": preview.message}}
             )
-        typer.echo(_json_text(document))
+        typer.echo(_json_document(document))
     else:
         for name, parts in decoded.items():
             if parts is None:
@@ -799,17 +852,19 @@ def inspect(
         if error is None:
             typer.echo("verdict: valid")
         else:
-            typer.echo(f"verdict: invalid ({error.code}): {error.message}")
-        typer.echo(f"profile: {verifier.profile.name}")
+            typer.echo(f"verdict: invalid ({error.code}): {printable(error.message)}")
+        typer.echo(f"profile: {printable(verifier.profile.name)}")
         if session is not None:
             for line in _session_lines(session, now):
-                typer.echo(line)
+                typer.echo(printable(line))
         elif isinstance(preview, Session):
             typer.echo("mapped from the unverified claims (the token did not verify):")
             for line in _session_lines(preview, now):
-                typer.echo(f"  {line}")
+                typer.echo(f"  {printable(line)}")
         elif preview is not None:
-            typer.echo(f"the unverified claims do not map ({preview.code}): {preview.message}")
+            typer.echo(
+                f"the unverified claims do not map ({preview.code}): {printable(preview.message)}"
+            )
     if error is not None:
         raise typer.Exit(FAILED)
 

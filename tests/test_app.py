@@ -328,7 +328,9 @@ def test_forward_auth_needs_no_origin_for_bearer_callers(
 
 
 def test_forward_auth_never_refreshes(issuer: DevIssuer) -> None:
-    issuer.access_ttl = 5  # below refresh.skew: a page load would refresh
+    # 5 s tokens minted 4 s ago: inside a third of their lifetime, so due.
+    issuer.access_ttl = 5
+    issuer.clock = lambda: time.time() - 4
     with TestClient(edge_app(issuer), base_url=APP, follow_redirects=False) as client:
         sign_in(client, issuer)
         grants = issuer.stats.refresh_grants
@@ -560,7 +562,9 @@ def test_the_middleware_does_not_undo_token_cookies_the_app_cleared(issuer: DevI
         verifier=verifier,
         refresher=refresher,
     )
-    issuer.access_ttl = 5  # due for refresh on every request
+    # 5 s tokens minted 4 s ago: due for refresh on every request.
+    issuer.access_ttl = 5
+    issuer.clock = lambda: time.time() - 4
     tokens = issuer.login("ada")
     with TestClient(app, base_url=APP) as client:
         client.cookies.set("jwtedge_access", tokens["access_token"])

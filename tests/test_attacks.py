@@ -18,7 +18,7 @@ from joserfc.jwk import RSAKey
 
 from tests.conftest import ISSUER, make_config
 from verifier import tokens as tokens_module
-from verifier.errors import VerifierError
+from verifier.errors import JWKSInvalid, VerifierError
 from verifier.jwks import parse_jwks
 from verifier.keys import KeyStore
 from verifier.testing import DevIssuer
@@ -830,6 +830,39 @@ def test_id_token_is_refused_by_access_claim_when_audience_holds_client_id(
     assert tv.verify_access(access(issuer))["sub"] == "u1"
 
 
+def test_refresh_grant_id_token_listing_the_api_next_to_the_client_is_not_an_access_token(
+    issuer: DevIssuer,
+) -> None:
+    # Issue 20, item 3: aud [web, api], azp web, no nonce, typ JWT.
+    token = id_token(issuer, audience=["web", "api"], azp="web", nonce=None, typ="JWT")
+
+    err = refused(verifier(issuer).verify_access, token)
+
+    assert err.code == "token_type_invalid"
+
+
+@pytest.mark.parametrize("typ", ["at+jwt", "AT+JWT", "application/at+jwt"])
+def test_an_access_token_for_the_client_and_the_api_is_accepted_with_typ_at_jwt(
+    issuer: DevIssuer, typ: str
+) -> None:
+    token = access(issuer, audience=["web", "api"], typ=typ)
+
+    assert verifier(issuer).verify_access(token)["aud"] == ["web", "api"]
+
+
+def test_an_id_token_older_than_refresh_max_age_supplies_no_profile(issuer: DevIssuer) -> None:
+    month = 30 * 86400
+    tv = verifier(issuer, now=FIXED + 100)
+    old = issuer.id_token("u1", email="a@example.com", iat=FIXED + 100 - month - 1)
+    young = issuer.id_token("u1", email="a@example.com", iat=FIXED + 100 - month + 1)
+
+    assert tv.session(access(issuer), old).user.email is None
+    assert tv.session(access(issuer), young).user.email == "a@example.com"
+    # The stale one must still match the access token: it is verified, just not used.
+    other_user = issuer.id_token("u2", iat=FIXED + 100 - month - 1)
+    assert refused(tv.session, access(issuer), other_user).code == "id_token_mismatch"
+
+
 def test_config_with_client_id_in_audience_and_no_separation_is_refused(
     issuer: DevIssuer,
 ) -> None:
@@ -1049,3 +1082,186 @@ def test_no_error_echoes_the_token_or_its_signature(issuer: DevIssuer, other: De
                     assert_token_not_echoed(err, token)
                     checked += 1
     assert checked >= 2 * len(tokens)
+
+
+# -- weak keys (issue 20, item 4) ----------------------------------------------------------
+
+ED25519_P = 2**255 - 19
+ED25519_D = -121665 * pow(121666, -1, ED25519_P) % ED25519_P
+#: An order-8 point as libsodium's blocklist (crypto_sign/ed25519/ref10/open.c) publishes it.
+ORDER_8 = bytes.fromhex("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05")
+
+Point = tuple[int, int]
+
+
+def ed_add(a: Point, b: Point) -> Point:
+    """Affine addition on edwards25519 (-x^2 + y^2 = 1 + d x^2 y^2), complete for this curve."""
+    (x1, y1), (x2, y2), p = a, b, ED25519_P
+    t = ED25519_D * x1 * x2 * y1 * y2 % p
+    return (
+        (x1 * y2 + y1 * x2) * pow(1 + t, -1, p) % p,
+        (y1 * y2 + x1 * x2) * pow(1 - t, -1, p) % p,
+    )
+
+
+def ed_decode(encoded: bytes) -> Point | None:
+    """RFC 8032 5.1.3 decoding, leniently: y >= p and the sign bit of x = 0 accepted."""
+    p = ED25519_P
+    value = int.from_bytes(encoded, "little")
+    sign, y = value >> 255, (value & ((1 << 255) - 1)) % p
+    u, v = (y * y - 1) % p, (ED25519_D * y * y + 1) % p
+    x = u * pow(v, 3, p) * pow(u * pow(v, 7, p), (p - 5) // 8, p) % p
+    if v * x * x % p == (-u) % p:
+        x = x * pow(2, (p - 1) // 4, p) % p
+    if v * x * x % p != u % p:
+        return None
+    if x & 1 != sign:
+        x = (p - x) % p
+    return x, y
+
+
+def small_order_encodings() -> list[bytes]:
+    """Every 32-byte encoding of the eight points of order dividing 8: canonical or not."""
+    generator = ed_decode(ORDER_8)
+    assert generator is not None
+    points, point = [], (0, 1)
+    for _ in range(8):
+        points.append(point)
+        point = ed_add(point, generator)
+    assert point == (0, 1)  # [8]T = identity ...
+    assert len(set(points)) == 8  # ... and T has order exactly 8
+    encodings = set()
+    for _, y in points:
+        for value in (y, y + ED25519_P):  # y + p < 2^255 only for y in {0, 1}
+            if value < 1 << 255:
+                for sign in (0, 1):
+                    encodings.add((value | sign << 255).to_bytes(32, "little"))
+    return sorted(encodings)
+
+
+SMALL_ORDER = small_order_encodings()
+
+
+def test_the_small_order_list_is_all_fourteen_encodings() -> None:
+    assert len(SMALL_ORDER) == 14
+    for encoded in SMALL_ORDER:
+        point = ed_decode(encoded)
+        assert point is not None
+        eight = (0, 1)
+        for _ in range(8):
+            eight = ed_add(eight, point)
+        assert eight == (0, 1)
+
+
+@pytest.mark.parametrize("encoded", SMALL_ORDER, ids=lambda e: e.hex()[:8] + ".." + e.hex()[-2:])
+def test_an_ed25519_key_on_a_small_order_point_is_skipped_in_every_encoding(
+    issuer: DevIssuer, encoded: bytes
+) -> None:
+    weak = {"kty": "OKP", "crv": "Ed25519", "kid": "weak", "x": b64(encoded)}
+
+    jwks = parse_jwks({"keys": [*issuer.jwks()["keys"], weak]})
+
+    assert "weak" not in jwks.kids
+    assert [key.reason for key in jwks.skipped] == [
+        "Ed25519 key is a small-order point (it would verify forgeries)"
+    ]
+
+
+def test_the_identity_key_forgery_verifies_nothing(issuer: DevIssuer) -> None:
+    identity = (1).to_bytes(32, "little")
+    weak = {"kty": "OKP", "crv": "Ed25519", "kid": "weak", "x": b64(identity)}
+    keys = KeyStore(parse_jwks({"keys": [*issuer.jwks()["keys"], weak]}))
+    tv = TokenVerifier(keys, issuer=issuer.issuer, audiences=("api",), now=lambda: FIXED)
+    hdr = {"alg": "Ed25519", "kid": "weak", "typ": "at+jwt"}
+    body = claims(issuer, sub="admin")
+    forged = ".".join(
+        [b64(json.dumps(hdr).encode()), b64(json.dumps(body).encode()), b64(identity + bytes(32))]
+    )
+
+    assert refused(tv.verify_access, forged).code == "key_not_found"
+
+
+def rsa_jwk(n: int, kid: str) -> dict[str, str]:
+    return {
+        "kty": "RSA",
+        "kid": kid,
+        "n": b64(n.to_bytes((n.bit_length() + 7) // 8, "big")),
+        "e": "AQAB",
+    }
+
+
+@pytest.mark.parametrize(
+    ("factor", "reason"),
+    [
+        (2, "RSA modulus is even"),
+        (3, "RSA modulus has a prime factor below 1000 (3)"),
+        (997, "RSA modulus has a prime factor below 1000 (997)"),
+    ],
+)
+def test_an_rsa_modulus_with_a_small_prime_factor_is_skipped(
+    issuer: DevIssuer, factor: int, reason: str
+) -> None:
+    # 2048 bits, and no prime below 1000 divides it but ``factor``.
+    small_primes = [k for k in range(2, 1000) if all(k % j for j in range(2, k))]
+    m = (1 << 2047) // factor + 1
+    while any(m % prime == 0 for prime in small_primes):
+        m += 1
+    n = m * factor
+    assert n.bit_length() == 2048
+
+    jwks = parse_jwks({"keys": [*issuer.jwks()["keys"], rsa_jwk(n, "weak")]})
+
+    assert "weak" not in jwks.kids
+    assert [(key.kid, key.reason) for key in jwks.skipped] == [("weak", reason)]
+
+
+def test_a_set_of_only_weak_keys_is_jwks_invalid() -> None:
+    keys = [rsa_jwk(1 << 2047, "even")] + [
+        {"kty": "OKP", "crv": "Ed25519", "kid": f"small-{i}", "x": b64(encoded)}
+        for i, encoded in enumerate(SMALL_ORDER)
+    ]
+
+    with pytest.raises(JWKSInvalid) as info:
+        parse_jwks({"keys": keys})
+
+    assert info.value.code == "jwks_invalid"
+    assert len(info.value.context["skipped"]) == 15
+
+
+# -- hostile kids and claims reaching the CLI (issue 20, item 5) -----------------------------
+
+
+@pytest.mark.parametrize("output", ["text", "json"])
+def test_hostile_claims_and_kids_never_reach_the_terminal_raw(
+    issuer: DevIssuer, tmp_path: Any, output: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from deploy.cli import Seams, app
+
+    env = tmp_path / "app.env"
+    jwks = parse_jwks(issuer.jwks()).canonical_json()
+    env.write_text(
+        f"APP_CONFIG_AUTH__ISSUER={issuer.issuer}\nAPP_CONFIG_AUTH__AUDIENCE=api\n"
+        f"APP_CONFIG_AUTH__JWKS='{jwks}'\n"
+    )
+    injected = "\n::error title=Injected::pwned\x1b[2J\x9b1m\u202e"
+    org = {"id": "o1", "slug": "acme", "name": "Acme" + injected, "role": "owner"}
+    # A valid token (its claims reach the session lines) and one with a hostile kid.
+    valid = issuer.access_token("u1" + injected, organizations=[org], extra={"name": injected})
+    unknown_kid = signed(issuer, header(issuer, kid="k1" + injected))
+    extra = ["--json"] if output == "json" else []
+
+    for token, exit_code in ((valid, 0), (unknown_kid, 1)):
+        result = CliRunner().invoke(
+            app, ["inspect", "--env-file", str(env), *extra], input=token, obj=Seams()
+        )
+
+        assert result.exit_code == exit_code, result.stderr
+        shown = result.stdout + result.stderr
+        assert not [line for line in shown.splitlines() if line.lstrip().startswith("::")]
+        for char in ("\x1b", "\x9b", "\u202e"):
+            assert char not in shown
+        if output == "json":
+            assert result.stdout.isascii()
+            json.loads(result.stdout)

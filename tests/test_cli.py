@@ -919,6 +919,167 @@ def test_no_command_shows_a_token_or_secret(
         assert_never_shown(result, *tokens)
 
 
+# -- hostile strings from the issuer and from tokens (issue 20, item 5) -----------------------
+
+#: The issue's kid: a newline and a GitHub Actions workflow command.
+INJECTED_KID = "k1\n::error title=Injected::pwned"
+#: What else can drive a terminal or reorder a line: ESC (CSI), C1 CSI, DEL,
+#: a bell, a carriage return, a line separator, a right-to-left override.
+CONTROLS = ["\x1b[31m", "\x9b2J", "\x7f", "\x07", "\r", "\u2028", "\u202e"]
+RAW_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def hostile_jwks(dev: DevIssuer) -> dict[str, Any]:
+    keys = [dict(key) for key in dev.jwks()["keys"]]
+    keys[0]["kid"] = INJECTED_KID
+    keys[1]["kid"] = "k2" + "".join(CONTROLS)
+    # An unusable key is named too (in the "skipped" lines).
+    keys.append(
+        {"kty": "EC", "crv": "P-192", "kid": "k3\n::warning::skipped", "x": "AA", "y": "AA"}
+    )
+    return {"keys": keys}
+
+
+def assert_inert(text: str) -> None:
+    """No line a CI runner reads as a command, no character that drives a terminal."""
+    assert not [line for line in text.split("\n") if line.lstrip().startswith("::")], text
+    assert not RAW_CONTROL.search(text), repr(text)
+
+
+def test_bake_prints_hostile_kids_escaped_never_as_workflow_commands(dev: DevIssuer) -> None:
+    hostile = hostile_jwks(dev)
+    result = invoke(["bake", "--issuer", ISSUER], Issuer(dev, hostile))
+
+    assert result.exit_code == 0, result.stderr
+    assert_inert(result.stdout)
+    assert_inert(result.stderr)
+    assert "k1\\n::error title=Injected::pwned" in result.stderr
+    assert "k2\\x1b[31m\\x9b2J\\x7f\\x07\\r\\u2028\\u202e" in result.stderr
+    assert "k3\\n::warning::skipped" in result.stderr
+    # The printed env lines still read back as the exact key set.
+    env = Path("printed.env")
+    env.write_text(result.stdout)
+    values = env_values(env)
+    kids = {key["kid"] for key in json.loads(values[JWKS_VAR] or "")["keys"]}
+    assert {INJECTED_KID, "k2" + "".join(CONTROLS)} <= kids
+    assert set(json.loads(values[JWKS_META_VAR] or "")["kids"]) == kids
+
+
+def test_check_prints_hostile_drift_kids_escaped(dev: DevIssuer, tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    write_bake(env, dev)
+    result = invoke(["check", "--env-file", str(env)], Issuer(dev, hostile_jwks(dev)))
+
+    assert result.exit_code == 1
+    assert_inert(result.stdout)
+    assert_inert(result.stderr)
+    assert "added: k1\\n::error title=Injected::pwned" in result.stdout.splitlines()
+
+
+def hostile_claims_token(dev: DevIssuer) -> str:
+    org = {"id": "o1", "slug": "acme", "name": "Acme\x1b]0;owned\x07", "role": "owner"}
+    return dev.access_token(
+        sub="u1\n::error title=Injected::sub",
+        organizations=[org],
+        extra={"name": "Jos\u00e9 \u202eevil\u202c", "email": "a@example.com\x9b", "note": "\x7f"},
+    )
+
+
+def test_inspect_text_escapes_control_characters_from_claims(dev: DevIssuer, app_env: Path) -> None:
+    result = run_inspect(["--env-file", str(app_env)], hostile_claims_token(dev))
+
+    assert result.exit_code == 0, result.stderr
+    assert_inert(result.stdout)
+    assert "user: u1\\n::error title=Injected::sub (Jos\u00e9 \\u202eevil\\u202c" in result.stdout
+    assert "Acme\\x1b]0;owned\\x07 (acme, id o1): owner" in result.stdout
+
+
+def test_inspect_json_escapes_once_and_reads_back_exactly(dev: DevIssuer, app_env: Path) -> None:
+    result = run_inspect(["--json", "--env-file", str(app_env)], hostile_claims_token(dev))
+
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.isascii()
+    assert_inert(result.stdout)
+    document = json.loads(result.stdout)
+    claims = document["access_token"]["unverified_claims"]
+    assert claims["sub"] == "u1\n::error title=Injected::sub"
+    assert claims["name"] == "Jos\u00e9 \u202eevil\u202c"
+    assert claims["email"] == "a@example.com\x9b"
+    assert document["session"]["organizations"][0]["name"] == "Acme\x1b]0;owned\x07"
+    # Escaped once: the ESC is \u001b in the output, never \\u001b.
+    assert "\\u001b" in result.stdout
+    assert "\\\\u" not in result.stdout
+
+
+def runner_env_file(text: str) -> dict[str, str]:
+    """Read a $GITHUB_ENV file as the Actions runner does (SetEnvFileCommand).
+
+    Lines split on CR LF, CR or LF (.NET ReadLine); ``NAME<<DELIM`` starts a
+    value that ends at the first line equal to ``DELIM``; ``NAME=value`` is
+    one line.
+    """
+    lines = re.split(r"\r\n|\r|\n", text)
+    values: dict[str, str] = {}
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        index += 1
+        if not line:
+            continue
+        if "<<" in line and ("=" not in line or line.index("<<") < line.index("=")):
+            name, delimiter = line.split("<<", 1)
+            body: list[str] = []
+            while lines[index] != delimiter:
+                body.append(lines[index])
+                index += 1
+            index += 1
+            values[name] = "\n".join(body)
+        else:
+            name, _, value = line.partition("=")
+            values[name] = value
+    return values
+
+
+HOSTILE_VALUES = [
+    "x\nGITHUB_PATH=/tmp/evil",
+    "x\r\nEOF\nNODE_OPTIONS<<EOF\n--require=/tmp/evil.js\nEOF",
+    "x\rghadelimiter_" + "0" * 32 + "\nLD_PRELOAD=/tmp/evil.so",
+    "ghadelimiter_\n\nghadelimiter_0123\n",
+]
+
+
+@pytest.mark.parametrize("value", HOSTILE_VALUES)
+def test_github_env_heredoc_cannot_be_broken_out_of(value: str, tmp_path: Path) -> None:
+    from deploy.bake import github_env_block
+
+    path = tmp_path / "github_env"
+    path.write_text("OTHER=1\n" + github_env_block({JWKS_VAR: value, JWKS_META_VAR: "{}"}))
+
+    assert runner_env_file(path.read_text()) == {
+        "OTHER": "1",
+        JWKS_VAR: value.replace("\r\n", "\n").replace("\r", "\n"),
+        JWKS_META_VAR: "{}",
+    }
+
+
+def test_github_env_written_from_a_hostile_issuer_sets_only_the_two_settings(
+    dev: DevIssuer, tmp_path: Path
+) -> None:
+    github = tmp_path / "github_env"
+    github.write_text("OTHER=1\n")
+    result = invoke(
+        ["bake", "--issuer", ISSUER, "--github-env"],
+        Issuer(dev, hostile_jwks(dev)),
+        env={"GITHUB_ENV": str(github)},
+    )
+
+    assert result.exit_code == 0, result.stderr
+    values = runner_env_file(github.read_text())
+    assert set(values) == {"OTHER", JWKS_VAR, JWKS_META_VAR}
+    kids = {key["kid"] for key in json.loads(values[JWKS_VAR])["keys"]}
+    assert {INJECTED_KID, "k2" + "".join(CONTROLS)} <= kids
+
+
 # -- end to end: real HTTP on 127.0.0.1 ----------------------------------------------------------
 
 

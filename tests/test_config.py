@@ -315,12 +315,16 @@ def test_every_default_matches_the_design_table(env: pytest.MonkeyPatch) -> None
         "api_prefixes": ["/api"],
         "login_path": "/auth/login",
         "forward_auth_path": "/auth/verify",
+        "strip_headers": [],
     }
     assert config.login.model_dump() == {
         "redirect_uri": None,
         "scopes": "openid profile email offline_access",
         "post_logout_redirect": None,
         "state_key": None,
+        "prompt": None,
+        "resource": [],
+        "extra_params": {},
     }
     # Empty means same origin (scheme, host and port).
     assert config.websocket.model_dump() == {"allowed_origins": [], "close_code": 4401}

@@ -342,7 +342,17 @@ def test_clear_cookies_without_present_names_clears_each_base_name() -> None:
     assert all(attrs["max-age"] == "0" for _, attrs in headers.values())
 
 
-def test_clear_missing_clears_only_the_kinds_without_a_token() -> None:
+def test_clear_cookies_with_present_names_clears_only_those() -> None:
+    headers = parsed(jar().clear_cookies(secure=False, present=["jwtedge_refresh"]))
+
+    assert set(headers) == {"jwtedge_refresh"}
+
+
+def test_clear_cookies_with_nothing_present_sends_nothing() -> None:
+    assert jar().clear_cookies(secure=True, present=[]) == []
+
+
+def test_clear_missing_clears_only_the_present_kinds_without_a_token() -> None:
     headers = parsed(
         jar().set_cookies(
             TokenSet(access=ACCESS),
@@ -354,7 +364,19 @@ def test_clear_missing_clears_only_the_kinds_without_a_token() -> None:
 
     assert headers["jwtedge_access"][0] == ACCESS
     assert headers["jwtedge_refresh"][1]["max-age"] == "0"
-    assert headers["jwtedge_id"][1]["max-age"] == "0"
+    assert "jwtedge_id" not in headers  # the request carried none: nothing to clear
+
+
+def test_storing_a_token_set_writes_it_and_clears_only_present_leftover_chunks() -> None:
+    tokens = TokenSet(access=ACCESS, id="id-token", refresh="refresh-token")
+    present = ["jwtedge_access.0", "jwtedge_access.1", "jwtedge_id"]
+
+    headers = jar().set_cookies(tokens, secure=False, present=present)
+
+    names = [parse_set_cookie(value)[0] for value in headers]
+    assert sorted(names) == sorted(
+        ["jwtedge_access", "jwtedge_id", "jwtedge_refresh", "jwtedge_access.0", "jwtedge_access.1"]
+    )
 
 
 # -- request_is_secure and loopback ---------------------------------------------

@@ -570,7 +570,9 @@ def test_a_cross_site_logout_is_refused(client: TestClient, issuer: DevIssuer) -
 
 
 def test_logout_with_a_due_token_does_not_refresh_behind_its_back(issuer: DevIssuer) -> None:
-    issuer.access_ttl = 5  # below refresh.skew: every request would refresh
+    # 5 s tokens minted 4 s ago: inside a third of their lifetime, so every request would refresh.
+    issuer.access_ttl = 5
+    issuer.clock = lambda: time.time() - 4
     with TestClient(edge_app(issuer), base_url=APP, follow_redirects=False) as client:
         sign_in(client, issuer)
         grants = issuer.stats.refresh_grants
@@ -661,7 +663,9 @@ def test_no_response_or_log_line_carries_a_token(
             if is_token_cookie and len(token) > 20:  # not a clearing value
                 secrets_seen.add(token)
 
-    issuer.access_ttl = 5  # every request refreshes: rotate tokens a few times
+    # 5 s tokens minted 4 s ago: every request refreshes, rotating tokens a few times.
+    issuer.access_ttl = 5
+    issuer.clock = lambda: time.time() - 4
     app = edge_app(issuer, login={"post_logout_redirect": f"{APP}/"})
     with TestClient(app, base_url=APP, follow_redirects=False) as client:
         client.event_hooks = {"request": [], "response": [record]}

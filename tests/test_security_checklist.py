@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +39,7 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit, urlunsplit
 import httpx2
 import pytest
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -45,6 +47,8 @@ from starlette.testclient import TestClient, WebSocketDenialResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from verifier.app import create_app
+from verifier.authz import requires_org, requires_project
+from verifier.clock import wall_clock
 from verifier.config import AppConfig
 from verifier.jwks import parse_jwks
 from verifier.login import STATE_COOKIE_PREFIX
@@ -77,6 +81,20 @@ SPOOFED = {
     "X-AUTH-Anything": "1",
     "X-User-Id": "admin",
     "X-Forwarded-User": "admin",
+    # Spellings uvicorn passes and WSGI bridges read as X-Auth-User (issue 20,
+    # item 2), and the rest of the documented list.
+    "X_Auth_User": "admin",
+    "X-Auth_User": "admin",
+    "X-Forwarded-Email": "admin@example.com",
+    "X-Forwarded-Groups": "admins",
+    "X-Forwarded-Preferred-Username": "admin",
+    "X-Forwarded-Access-Token": "forged",
+    "X-Remote-User": "admin",
+    "Remote-User": "admin",
+    "Cf-Access-Authenticated-User-Email": "admin@example.com",
+    "X-Goog-Authenticated-User-Email": "admin@example.com",
+    "X-Amzn-Oidc-Identity": "admin",
+    "X-MS-CLIENT-PRINCIPAL-NAME": "admin",
 }
 #: What a stack trace or a source path looks like in a response body.
 TRACE_PATTERNS = [
@@ -349,6 +367,7 @@ def issuer() -> DevIssuer:
 @pytest.fixture(autouse=True)
 def _issuer_defaults(issuer: DevIssuer) -> None:
     issuer.access_ttl = 300
+    issuer.clock = wall_clock
     issuer.fail_mode = None
     issuer.fail_count = None
 
@@ -590,8 +609,10 @@ def test_every_cookie_across_login_refresh_and_logout_has_the_right_attributes(
 ) -> None:
     edge = make_edge(cookies={"secure": secure_mode, "same_site": same_site})
     prefix = "__Host-" if secure else ""
-    # Tokens within refresh.skew: every page load refreshes them.
+    # 20 s tokens minted 15 s ago, within a third of their lifetime: every page
+    # load refreshes them (the issuer is the module's: restored below).
     issuer.access_ttl = 20
+    issuer.clock = lambda: time.time() - 15
     # Cookies are carried by hand, as a browser behind a TLS proxy would carry
     # them (httpx's jar never sends a Secure cookie over plain http).
     jar = Browser()
@@ -1046,3 +1067,96 @@ def test_keys_stale_and_an_unreachable_issuer_answer_without_a_trace(
     assert stale.json()["code"] == "keys_stale"
     assert ready.status_code == 503
     assert "upstream exploded" not in stale.text
+
+
+# -- 10. the authorization seams (issue 20) -----------------------------------------------------
+
+
+def projects_app(config: AppConfig) -> Starlette:
+    """Both decorator orders on one DELETE route each, as an app would write them."""
+    owners = {"prj_web": "org_acme", "prj_bill": "org_globex"}
+
+    async def lookup(project_id: str) -> str | None:
+        return owners.get(project_id)
+
+    @requires_org(role="owner", path_param="org")
+    @requires_project("project_id", lookup=lookup)
+    async def org_outer(request: Request) -> Response:
+        return JSONResponse({"deleted": request.state.project_id})
+
+    @requires_project("project_id", lookup=lookup)
+    @requires_org(role="owner", path_param="org")
+    async def project_outer(request: Request) -> Response:
+        return JSONResponse({"deleted": request.state.project_id})
+
+    return Starlette(
+        routes=[
+            Route("/api/a/{org}/projects/{project_id}", org_outer, methods=["DELETE"]),
+            Route("/api/b/{org}/projects/{project_id}", project_outer, methods=["DELETE"]),
+        ],
+        middleware=[Middleware(JWTSessionMiddleware, config=config)],
+    )
+
+
+@pytest.mark.parametrize("order", ["a", "b"])
+def test_an_owner_of_one_org_cannot_reach_another_orgs_project_through_it(
+    issuer: DevIssuer, secrets: Secrets, responses: list[Recorded], order: str
+) -> None:
+    config = edge_config(issuer)
+    app = Recorder(projects_app(config), config, responses, secrets)
+    # Ada owns acme and is a member of globex; prj_bill belongs to globex.
+    cookie = token_cookie_header(issuer, secrets)
+    headers = {"Cookie": cookie, **SAME_ORIGIN}
+
+    with TestClient(app, base_url=APP) as client:
+        through_acme = client.delete(f"/api/{order}/acme/projects/prj_bill", headers=headers)
+        own = client.delete(f"/api/{order}/acme/projects/prj_web", headers=headers)
+        through_globex = client.delete(f"/api/{order}/globex/projects/prj_bill", headers=headers)
+
+    assert through_acme.status_code == 403
+    assert through_acme.json()["code"] == "project_forbidden"
+    assert own.json() == {"deleted": "prj_web"}
+    assert through_globex.json()["code"] == "role_insufficient"
+
+
+def test_an_id_token_listing_the_api_is_refused_as_a_bearer(
+    edge: Edge, issuer: DevIssuer, secrets: Secrets
+) -> None:
+    token = secrets.token(issuer.id_token("ada", audience=["web", "api"], azp="web", typ="JWT"))
+
+    with edge.client() as client:
+        api = client.get("/api/session", headers={"Authorization": f"Bearer {token}"})
+        verdict = client.get("/auth/verify", headers={"Authorization": f"Bearer {token}"})
+
+    assert api.status_code == 401
+    assert api.json()["code"] == "token_type_invalid"
+    assert verdict.status_code == 401
+
+
+def test_a_token_cookie_sent_twice_is_no_credential_and_is_cleared(
+    edge: Edge, issuer: DevIssuer, secrets: Secrets
+) -> None:
+    ada = token_cookie_header(issuer, secrets)
+    mallory = secrets.token(issuer.access_token("mallory"))
+    tossed = f"jwtedge_access={mallory}; {ada}"
+
+    with edge.client() as client:
+        page = client.get("/account", headers={"Cookie": tossed})
+        api = client.get("/api/session", headers={"Cookie": tossed})
+        verdict = client.get("/auth/verify", headers={"Cookie": tossed})
+        refresh = client.post("/auth/refresh", headers={"Cookie": tossed, "Origin": EVIL})
+        metrics = client.get("/metrics").text
+
+    assert page.status_code == 302
+    assert api.status_code == 401
+    assert api.json()["code"] == "token_malformed"
+    assert verdict.status_code == 401
+    # No cookie is trusted, so not the refresh cookie either: nothing reaches the issuer.
+    assert refresh.status_code == 401
+    assert refresh.json()["message"] == "this request carries no refresh cookie"
+    for response in (page, api):
+        cookies = [parse_set_cookie(value) for value in response.headers.get_list("set-cookie")]
+        # Every token cookie the request carried is deleted; none is set.
+        assert sorted(name for name, _, _ in cookies) == sorted(TOKEN_NAMES)
+        assert {attributes["max-age"] for _, _, attributes in cookies} == {"0"}
+    assert "jwtedge_duplicate_token_cookies_total 4.0" in metrics

@@ -573,12 +573,17 @@ def _corrupt_signature(token: str) -> str:
     return signing_input + "." + base64.urlsafe_b64encode(flipped).rstrip(b"=").decode("ascii")
 
 
+#: RFC 8707 §2: ``resource`` may be sent several times (one per target API).
+_REPEATABLE = frozenset({"resource"})
+
+
 def _single(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """RFC 6749 §3.1: no parameter twice; one sent without a value counts as omitted."""
+    """RFC 6749 §3.1: no parameter twice (``resource`` aside: RFC 8707 allows it; the
+    DevIssuer ignores it); one sent without a value counts as omitted."""
     params: dict[str, str] = {}
     seen: set[str] = set()
     for name, value in pairs:
-        if name in seen:
+        if name in seen and name not in _REPEATABLE:
             raise OAuthError("invalid_request", f"parameter {name!r} is repeated")
         seen.add(name)
         if value:

@@ -57,6 +57,7 @@ from .authz import (
     unauthenticated_response,
     validate_role,
 )
+from .clock import wall_clock
 from .config import AppConfig
 from .cookies import CookieJar, request_host
 from .errors import AuthzError, ConfigInvalid, CSRFRejected, JWKSError, RefreshFailed
@@ -473,6 +474,8 @@ def _readiness(edge: EdgeState) -> tuple[bool, dict[str, Any]]:
             "baked_at": baked_at.isoformat() if baked_at is not None else None,
             "age_seconds": remote.bake_age,
         },
+        # Setup problems seen at run time; they do not make the app unready.
+        "warnings": edge.login.warnings(),
         "remote": {
             "mode": remote.mode,
             "last_fetch_error": remote.last_fetch_error,
@@ -507,7 +510,7 @@ def create_app(
     verifier: TokenVerifier | None = None,
     remote: RemoteKeys | None = None,
     refresher: Refresher | None = None,
-    now: Callable[[], float] = time.time,
+    now: Callable[[], float] = wall_clock,
 ) -> Starlette:
     """The reference edge app for ``config`` (see the module doc for the routes).
 

@@ -25,7 +25,14 @@ Organization context (:func:`resolve_org`), first match wins:
 Project access (:func:`check_project`, :func:`acheck_project`) never lets the
 request say which organization a project belongs to: a project is allowed
 when the token lists it, or when the app's own ``lookup`` names an
-organization the caller is a member of.
+organization the caller is a member of. Once the request names an
+organization (``X-Org-Id``, ``X-Org-Slug``, or the organization path
+parameter of a :func:`requires_org` on the same endpoint: see
+:func:`named_org`), only that organization's projects are allowed: listed in
+the token with its ``organizationId``, or placed in it by ``lookup``. This
+holds whatever order the decorators (or FastAPI dependencies) come in. The
+``active_org`` claim alone does not narrow project access: a caller who names
+no organization keeps the projects of all their organizations.
 
 The decorators follow ``starlette.authentication.requires``: they find the
 ``request`` or ``websocket`` argument by name, answer anonymous callers with
@@ -70,6 +77,7 @@ __all__ = [
     "acheck_project",
     "check_project",
     "error_body",
+    "named_org",
     "org_from_request",
     "require_permissions",
     "require_role",
@@ -135,6 +143,34 @@ def _given(value: str | None) -> str | None:
     return value or None
 
 
+def _explicit_org(
+    session: Session,
+    explicit_id: str | None,
+    explicit_slug: str | None,
+    explicit: Sequence[str | None],
+) -> Organization | None:
+    """The organization the selectors name, ``None`` when they name none."""
+    selectors = [
+        ("id", _given(explicit_id), _by_id),
+        ("slug", _given(explicit_slug), _by_slug),
+        *(("reference", _given(ref), _by_ref) for ref in explicit),
+    ]
+    chosen: Organization | None = None
+    for kind, value, find in selectors:
+        if value is None:
+            continue
+        org = find(session, value)
+        if org is None:
+            raise OrgForbidden(selector=kind)
+        if chosen is not None and org != chosen:
+            raise OrgRequired(
+                "the request names different organizations; name one",
+                organizations=[o.slug or o.id for o in session.organizations],
+            )
+        chosen = org
+    return chosen
+
+
 def resolve_org(
     session: Session,
     *,
@@ -152,24 +188,7 @@ def resolve_org(
     memberships leave the choice open, ``OrgMembershipRequired`` when there
     are none.
     """
-    selectors = (
-        ("id", _given(explicit_id), _by_id),
-        ("slug", _given(explicit_slug), _by_slug),
-        ("reference", _given(explicit), _by_ref),
-    )
-    chosen: Organization | None = None
-    for kind, value, find in selectors:
-        if value is None:
-            continue
-        org = find(session, value)
-        if org is None:
-            raise OrgForbidden(selector=kind)
-        if chosen is not None and org != chosen:
-            raise OrgRequired(
-                "the request names different organizations; name one",
-                organizations=[o.slug or o.id for o in session.organizations],
-            )
-        chosen = org
+    chosen = _explicit_org(session, explicit_id, explicit_slug, (explicit,))
     if chosen is not None:
         return chosen
 
@@ -217,9 +236,8 @@ def org_from_request(
     session = require_session(conn)
     explicit = None
     if path_param is not None:
-        if path_param not in conn.path_params:
-            raise RuntimeError(f"the route has no path parameter {path_param!r}")
-        explicit = str(conn.path_params[path_param])
+        explicit = _path_value(conn, path_param)
+        _record_org_params(conn, (path_param,))
     return resolve_org(
         session,
         explicit_id=conn.headers.get(ORG_ID_HEADER),
@@ -229,27 +247,76 @@ def org_from_request(
     )
 
 
+#: Where an organization check leaves the names of its organization path
+#: parameters, so a project check on the same endpoint that runs after it
+#: (the other decorator order) narrows to the same organization.
+_ORG_PARAMS_KEY = "jwtedge.org_params"
+
+
+def _path_value(conn: HTTPConnection, name: str) -> str:
+    if name not in conn.path_params:
+        raise RuntimeError(f"the route has no path parameter {name!r}")
+    return str(conn.path_params[name])
+
+
+def _record_org_params(conn: HTTPConnection, params: Sequence[str]) -> None:
+    recorded = conn.scope.get(_ORG_PARAMS_KEY, ())
+    conn.scope[_ORG_PARAMS_KEY] = (*recorded, *(p for p in params if p not in recorded))
+
+
+def named_org(conn: HTTPConnection, *, org_params: Sequence[str] = ()) -> Organization | None:
+    """The organization the request names explicitly, or ``None`` when it names none.
+
+    Read from ``X-Org-Id``, ``X-Org-Slug``, the path parameters in
+    ``org_params`` and those an organization check on this endpoint already
+    recorded; never from the ``active_org`` claim. Raises ``OrgForbidden``
+    when a selector names an organization the caller is not a member of, and
+    ``OrgRequired`` when selectors disagree.
+    """
+    session = require_session(conn)
+    params = (*org_params, *conn.scope.get(_ORG_PARAMS_KEY, ()))
+    return _explicit_org(
+        session,
+        conn.headers.get(ORG_ID_HEADER),
+        conn.headers.get(ORG_SLUG_HEADER),
+        [_path_value(conn, name) for name in dict.fromkeys(params)],
+    )
+
+
 # -- projects --------------------------------------------------------------------
 
 
-def _listed(session: Session, project_id: str) -> bool:
-    return any(project.id == project_id for project in session.projects)
+def _listed(session: Session, project_id: str, org: Organization | None) -> bool:
+    return any(
+        project.id == project_id and (org is None or project.organization_id == org.id)
+        for project in session.projects
+    )
 
 
-def _member_of(session: Session, organization_id: object) -> bool:
-    return isinstance(organization_id, str) and _by_id(session, organization_id) is not None
+def _owned(session: Session, owner: object, org: Organization | None) -> bool:
+    """Whether the lookup's answer allows the project (in ``org`` once one is named)."""
+    if org is not None:
+        return isinstance(owner, str) and owner == org.id
+    return isinstance(owner, str) and _by_id(session, owner) is not None
 
 
 def check_project(
-    session: Session, project_id: str, *, lookup: ProjectLookup | None = None
+    session: Session,
+    project_id: str,
+    *,
+    lookup: ProjectLookup | None = None,
+    org: Organization | None = None,
 ) -> None:
     """Allow ``project_id`` when the token lists it, or ``lookup`` puts it in a membership.
 
-    ``lookup(project_id)`` is the app's answer (an organization id, or None);
-    it must be synchronous here (use :func:`acheck_project` for async ones).
-    Raises ``ProjectForbidden`` otherwise.
+    ``org`` is the organization the request named (:func:`named_org`): then
+    the project must belong to it, listed in the token with its
+    ``organizationId`` or placed in it by ``lookup``. ``lookup(project_id)``
+    is the app's answer (an organization id, or None); it must be
+    synchronous here (use :func:`acheck_project` for async ones). Raises
+    ``ProjectForbidden`` otherwise.
     """
-    if _listed(session, project_id):
+    if _listed(session, project_id, org):
         return
     if lookup is not None:
         owner = lookup(project_id)
@@ -257,22 +324,26 @@ def check_project(
             if inspect.iscoroutine(owner):
                 owner.close()  # never awaited: close it to avoid a warning
             raise TypeError("lookup is asynchronous; use acheck_project")
-        if _member_of(session, owner):
+        if _owned(session, owner, org):
             return
     raise ProjectForbidden()
 
 
 async def acheck_project(
-    session: Session, project_id: str, *, lookup: ProjectLookup | None = None
+    session: Session,
+    project_id: str,
+    *,
+    lookup: ProjectLookup | None = None,
+    org: Organization | None = None,
 ) -> None:
     """:func:`check_project` for a sync or async ``lookup``."""
-    if _listed(session, project_id):
+    if _listed(session, project_id, org):
         return
     if lookup is not None:
         owner = lookup(project_id)
         if inspect.isawaitable(owner):
             owner = await owner
-        if _member_of(session, owner):
+        if _owned(session, owner, org):
             return
     raise ProjectForbidden()
 
@@ -398,7 +469,13 @@ def response_for(exc: VerifierError) -> Response:
 
 # -- Starlette decorators ------------------------------------------------------------
 
-_Check = Callable[[HTTPConnection], Awaitable[None]]
+#: A check gets the connection and the organization path parameters known
+#: for the endpoint (its own and those of the jwtedge decorators it wraps).
+_Check = Callable[[HTTPConnection, tuple[str, ...]], Awaitable[None]]
+#: Attribute naming the organization path parameters of the jwtedge checks on
+#: a function. ``functools.wraps`` copies it outward, so an outer project
+#: check knows the parameter an inner organization check reads.
+_ORG_PARAMS_ATTR = "__jwtedge_org_params__"
 
 
 def _connection_argument(func: Callable[..., Any]) -> tuple[int, str]:
@@ -409,11 +486,15 @@ def _connection_argument(func: Callable[..., Any]) -> tuple[int, str]:
     raise TypeError(f'No "request" or "websocket" argument on function "{func}"')
 
 
-def _guard(check: _Check) -> Callable[[Callable[_P, Any]], Callable[_P, Any]]:
+def _guard(
+    check: _Check, *, org_params: tuple[str, ...] = ()
+) -> Callable[[Callable[_P, Any]], Callable[_P, Any]]:
     """Wrap an endpoint like ``starlette.authentication.requires`` does."""
 
     def decorator(func: Callable[_P, Any]) -> Callable[_P, Any]:
         idx, kind = _connection_argument(func)
+        inner: tuple[str, ...] = getattr(func, _ORG_PARAMS_ATTR, ())
+        known = (*inner, *(p for p in org_params if p not in inner))
 
         if kind == "websocket":
 
@@ -425,12 +506,13 @@ def _guard(check: _Check) -> Callable[[Callable[_P, Any]], Callable[_P, Any]]:
                     f" not '{type(websocket).__name__}'"
                 )
                 try:
-                    await check(websocket)
+                    await check(websocket, known)
                 except (TokenMissing, AuthzError) as exc:
                     await _deny(websocket, exc)
                     return
                 await func(*args, **kwargs)
 
+            setattr(websocket_wrapper, _ORG_PARAMS_ATTR, known)
             return websocket_wrapper
 
         # Sync endpoints get an async wrapper too (the check may await an
@@ -443,13 +525,14 @@ def _guard(check: _Check) -> Callable[[Callable[_P, Any]], Callable[_P, Any]]:
                 f" not '{type(request).__name__}'"
             )
             try:
-                await check(request)
+                await check(request, known)
             except (TokenMissing, AuthzError) as exc:
                 return response_for(exc)
             if is_async_callable(func):
                 return await func(*args, **kwargs)
             return await run_in_threadpool(func, *args, **kwargs)
 
+        setattr(wrapper, _ORG_PARAMS_ATTR, known)
         return wrapper
 
     return decorator
@@ -479,13 +562,13 @@ def requires_org(
     if role is not None:
         validate_role(role, None)
 
-    async def check(conn: HTTPConnection) -> None:
+    async def check(conn: HTTPConnection, _known: tuple[str, ...]) -> None:
         org = org_from_request(conn, path_param=path_param, active_claim=active_claim)
         if role is not None:
             require_role(org, role, require_session(conn).role_ranks)
         conn.state.org = org
 
-    return _guard(check)
+    return _guard(check, org_params=(path_param,) if path_param is not None else ())
 
 
 def requires_project(
@@ -494,15 +577,17 @@ def requires_project(
     """Allow the project named by path parameter ``param`` (``request.state.project_id``).
 
     ``lookup(project_id) -> organization id | None`` (sync or async) is the
-    app's source of truth for projects the token does not list.
+    app's source of truth for projects the token does not list. When the
+    request names an organization (``X-Org-Id``, ``X-Org-Slug``, or the path
+    parameter of a :func:`requires_org` on the same endpoint, stacked above
+    or below this one), the project must belong to that organization.
     """
 
-    async def check(conn: HTTPConnection) -> None:
+    async def check(conn: HTTPConnection, known: tuple[str, ...]) -> None:
         session = require_session(conn)
-        if param not in conn.path_params:
-            raise RuntimeError(f"the route has no path parameter {param!r}")
-        project_id = str(conn.path_params[param])
-        await acheck_project(session, project_id, lookup=lookup)
+        project_id = _path_value(conn, param)
+        org = named_org(conn, org_params=known)
+        await acheck_project(session, project_id, lookup=lookup, org=org)
         conn.state.project_id = project_id
 
     return _guard(check)
@@ -514,7 +599,7 @@ def requires_scopes(*scopes: str) -> Callable[[Callable[_P, Any]], Callable[_P, 
         raise ValueError("requires_scopes needs at least one scope")
     validate_scopes(scopes)
 
-    async def check(conn: HTTPConnection) -> None:
+    async def check(conn: HTTPConnection, _known: tuple[str, ...]) -> None:
         require_scopes(require_session(conn), *scopes)
 
     return _guard(check)
@@ -526,7 +611,7 @@ def requires_roles(*roles: str) -> Callable[[Callable[_P, Any]], Callable[_P, An
         raise ValueError("requires_roles needs at least one role")
     validate_names(roles, "role")
 
-    async def check(conn: HTTPConnection) -> None:
+    async def check(conn: HTTPConnection, _known: tuple[str, ...]) -> None:
         require_roles(require_session(conn), *roles)
 
     return _guard(check)
@@ -539,7 +624,7 @@ def requires_permissions(*permissions: str) -> Callable[[Callable[_P, Any]], Cal
         raise ValueError("requires_permissions needs at least one permission")
     validate_names(permissions, "permission")
 
-    async def check(conn: HTTPConnection) -> None:
+    async def check(conn: HTTPConnection, _known: tuple[str, ...]) -> None:
         require_permissions(require_session(conn), *permissions)
 
     return _guard(check)

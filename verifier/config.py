@@ -345,6 +345,20 @@ class HttpSettings(_Section):
     api_prefixes: StrList = Field(default_factory=lambda: ["/api"])
     login_path: str = "/auth/login"
     forward_auth_path: str = "/auth/verify"
+    #: Identity headers to remove, added to the built-in list
+    #: (:mod:`verifier.identity_headers`); a name ending in ``*`` is a prefix.
+    strip_headers: StrList = Field(default_factory=list)
+
+    @field_validator("strip_headers")
+    @classmethod
+    def _header_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            # RFC 9110 token characters; anything else could never be a header.
+            if not name.rstrip("*") or not all(
+                c.isascii() and (c.isalnum() or c in "!#$%&'*+-.^_`|~") for c in name
+            ):
+                raise ValueError(f"not a header name: {name[:64]!r}")
+        return value
 
     @field_validator("exclude_paths", "api_prefixes")
     @classmethod
@@ -355,13 +369,108 @@ class HttpSettings(_Section):
         return [path.rstrip("/") or "/" for path in value]
 
 
+#: Authorization parameters ``login.extra_params`` may not set: the ones jwtedge
+#: sends itself (the callback checks what it sent; ``login.prompt``,
+#: ``login.resource`` and ``login.scopes`` have their own settings) and secrets.
+RESERVED_LOGIN_PARAMS = frozenset(
+    {
+        "response_type",
+        "client_id",
+        "redirect_uri",
+        "scope",
+        "state",
+        "nonce",
+        "code_challenge",
+        "code_challenge_method",
+        "prompt",
+        "resource",
+        "response_mode",
+        "request",
+        "request_uri",
+        # Token-endpoint secrets have no place in a browser-visible URL.
+        "client_secret",
+        "code_verifier",
+    }
+)
+_MAX_EXTRA_PARAMS = 16
+
+
+def _load_json_object(value: object) -> object:
+    """A JSON object from the environment (``{"audience": "https://api"}``)."""
+    if isinstance(value, str):
+        import json
+
+        text = value.strip()
+        if not text:
+            return {}
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            raise ValueError('must be a JSON object, e.g. {"audience": "https://api"}') from None
+    return value
+
+
+def _resource_uri(value: str) -> str:
+    """RFC 8707 §2: an absolute URI without a fragment."""
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        raise ValueError(f"not a valid URI: {value!r}") from None
+    if not parts.scheme or not (parts.netloc or parts.path):
+        raise ValueError(f"a resource must be an absolute URI: {value!r}")
+    if "#" in value:
+        raise ValueError(f"a resource must not have a fragment: {value!r}")
+    return value
+
+
 class LoginSettings(_Section):
     redirect_uri: str | None = None
     scopes: str = "openid profile email offline_access"
     post_logout_redirect: str | None = None
     state_key: SecretStr | None = None
+    #: Sent as is on the authorization request (``consent`` makes OIDC
+    #: providers honour ``offline_access``, OIDC Core §11).
+    prompt: str | None = None
+    #: RFC 8707 resource indicators, sent on the authorization request and on
+    #: every token request (code exchange and each refresh).
+    resource: StrList = Field(default_factory=list)
+    #: Issuer-specific authorization parameters (``{"audience": ...}`` for Auth0).
+    extra_params: Annotated[dict[str, str], NoDecode, BeforeValidator(_load_json_object)] = Field(
+        default_factory=dict
+    )
 
     _urls = field_validator("redirect_uri", "post_logout_redirect")(_check_url)
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        # OIDC Core §3.1.2.1: space-delimited ASCII values.
+        if not re.fullmatch(r"[a-z_]+( [a-z_]+)*", value.strip()):
+            raise ValueError("space-separated lower-case values such as 'consent' or 'login'")
+        return value.strip()
+
+    @field_validator("resource")
+    @classmethod
+    def _resources(cls, value: list[str]) -> list[str]:
+        return [_resource_uri(item) for item in value]
+
+    @field_validator("extra_params")
+    @classmethod
+    def _extra_params(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > _MAX_EXTRA_PARAMS:
+            raise ValueError(f"at most {_MAX_EXTRA_PARAMS} parameters")
+        reserved = sorted(name for name in value if name in RESERVED_LOGIN_PARAMS)
+        if reserved:
+            raise ValueError(
+                f"{', '.join(reserved)} cannot be set here: jwtedge sends these itself or "
+                "never puts them in a URL (use login.scopes, login.prompt or login.resource)"
+            )
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", name):
+                raise ValueError(f"a parameter name holds letters, digits, '_', '.', '-': {name!r}")
+        return value
 
 
 class WebSocketSettings(_Section):

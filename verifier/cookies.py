@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from typing import Literal
@@ -39,6 +40,9 @@ __all__ = [
 
 #: Characters per chunk: leaves room for the name and attributes under 4096.
 CHUNK_SIZE = 3800
+#: Cookie names this app can write: configured names (letters, digits, ``_``,
+#: ``-``), the ``__Host-`` prefix and ``.N`` chunk suffixes.
+_WRITABLE_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 TokenKind = Literal["access", "id", "refresh"]
 _KINDS: tuple[TokenKind, ...] = ("access", "id", "refresh")
 
@@ -186,16 +190,20 @@ class CookieJar:
         tokens: TokenSet,
         *,
         secure: bool,
-        present: Iterable[str] = (),
+        present: Iterable[str] | None = None,
         clear_missing: bool = False,
     ) -> list[str]:
         """``Set-Cookie`` values that store ``tokens``.
 
-        ``present`` is the cookie names the request carried, so stale chunks
-        are cleared. With ``clear_missing`` a kind with no token is cleared.
-        Raises ``ValueError`` when a token needs more than ``max_chunks``.
+        ``present`` is the token cookie names the request carried (the
+        middleware's ``scope["jwtedge.cookies_present"]``): stale chunks among
+        them are cleared and nothing else. ``None`` means unknown: a kind to
+        clear then gets its base name cleared blind. With ``clear_missing`` a
+        kind with no token is cleared. Raises ``ValueError`` when a token
+        needs more than ``max_chunks``.
         """
-        present = set(present)
+        blind = present is None
+        present = set(present or ())
         names = self.names(secure=secure)
         headers: list[str] = []
         for kind in _KINDS:
@@ -203,7 +211,7 @@ class CookieJar:
             name = names[kind]
             if value is None:
                 if clear_missing:
-                    headers += self._clear(name, present, keep=set(), secure=secure)
+                    headers += self._clear(name, present, keep=set(), secure=secure, blind=blind)
                 continue
             pieces = [value[i : i + CHUNK_SIZE] for i in range(0, len(value), CHUNK_SIZE)]
             if len(pieces) > self.settings.max_chunks:
@@ -212,32 +220,79 @@ class CookieJar:
             max_age = int(self.settings.refresh_max_age)
             for cookie_name, piece in zip(written, pieces, strict=True):
                 headers.append(self._header(cookie_name, piece, max_age=max_age, secure=secure))
-            headers += self._clear(name, present, keep=set(written), secure=secure)
+            headers += self._clear(name, present, keep=set(written), secure=secure, blind=False)
         return headers
 
-    def clear_cookies(self, *, secure: bool, present: Iterable[str] = ()) -> list[str]:
-        """``Set-Cookie`` values that delete every token cookie and chunk."""
+    def clear_cookies(self, *, secure: bool, present: Iterable[str] | None = None) -> list[str]:
+        """``Set-Cookie`` values that delete the token cookies and chunks in ``present``
+        (every base name when ``present`` is ``None``: unknown)."""
         return self.set_cookies(TokenSet(), secure=secure, present=present, clear_missing=True)
 
-    def _clear(self, name: str, present: set[str], *, keep: set[str], secure: bool) -> list[str]:
+    def _clear(
+        self, name: str, present: set[str], *, keep: set[str], secure: bool, blind: bool
+    ) -> list[str]:
         candidates = {name, *(f"{name}.{i}" for i in range(self.settings.max_chunks))}
         stale = sorted((candidates & present) - keep)
-        if not keep and not stale:
-            # Clearing blind: the browser may hold it even if this request did not show it.
+        if blind and not keep and not stale:
+            # Nobody said what the browser holds: clear the base name to be sure.
             stale = [name]
         return [self._header(cookie, "", max_age=0, secure=secure) for cookie in stale]
 
-    def _header(self, name: str, value: str, *, max_age: int, secure: bool) -> str:
+    def clear_everywhere(
+        self, names: Iterable[str], *, secure: bool, keep: Collection[str] = ()
+    ) -> list[str]:
+        """``Set-Cookie`` values deleting each of ``names`` wherever this app may have set it.
+
+        A browser keeps one cookie per (name, domain, path): after a change of
+        ``cookies.domain`` or ``cookies.path`` it may hold the old and the new
+        variant side by side for up to ``refresh_max_age``, and a sibling host
+        can plant a third (cookie tossing). So each name is cleared host-only
+        and with ``cookies.domain``, at ``cookies.path`` and at ``/``;
+        ``__Host-`` names only exist host-only at ``/``, always Secure. Names
+        in ``keep`` are being set anew by the same response: their configured
+        variant is left to that new value.
+        """
         s = self.settings
+        configured = (s.domain or None, s.path)
+        domains = (None, s.domain) if s.domain else (None,)
+        paths = tuple(dict.fromkeys((s.path, "/")))
+        headers: list[str] = []
+        for name in dict.fromkeys(names):
+            if not _WRITABLE_NAME.fullmatch(name):
+                # Not a name this app writes (``jwtedge_id.²`` passes as a chunk
+                # name when stripping): nothing of ours to delete.
+                continue
+            host_only = name.startswith("__Host-")
+            places = [(None, "/")] if host_only else [(d, p) for d in domains for p in paths]
+            for place in places:
+                if name in keep and (host_only or place == configured):
+                    continue
+                headers.append(
+                    self._header(name, "", max_age=0, secure=secure or host_only, place=place)
+                )
+        return headers
+
+    def _header(
+        self,
+        name: str,
+        value: str,
+        *,
+        max_age: int,
+        secure: bool,
+        place: tuple[str | None, str] | None = None,
+    ) -> str:
+        """One ``Set-Cookie`` value; ``place`` overrides the configured (domain, path)."""
+        s = self.settings
+        domain, path = place if place is not None else (s.domain, s.path)
         cookie: SimpleCookie = SimpleCookie()
         cookie[name] = value
         morsel = cookie[name]
-        morsel["path"] = s.path
+        morsel["path"] = path
         morsel["max-age"] = max_age
         morsel["httponly"] = True
         morsel["samesite"] = s.same_site.capitalize()
-        if s.domain:
-            morsel["domain"] = s.domain
+        if domain:
+            morsel["domain"] = domain
         if secure or s.same_site == "none":
             morsel["secure"] = True
         return morsel.OutputString()

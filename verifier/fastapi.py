@@ -25,7 +25,7 @@ body the flat ``{"error", "code", "message"}`` the Starlette helpers answer.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -36,6 +36,7 @@ from .authz import (
     ProjectLookup,
     acheck_project,
     error_body,
+    named_org,
     org_from_request,
     require_role,
     require_session,
@@ -112,6 +113,26 @@ async def current_session(
 CurrentSession = Annotated[Session, Depends(current_session)]
 
 
+#: Marks an :func:`org_context` dependency with its organization path
+#: parameter, so :func:`project_access` finds it on the route whatever the
+#: order in which FastAPI resolves the two.
+_ORG_PARAMS_ATTR = "__jwtedge_org_params__"
+
+
+def _route_org_params(request: Request) -> tuple[str, ...]:
+    """The path parameters the route's :func:`org_context` dependencies read."""
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    found: list[str] = []
+    pending: list[Any] = [dependant] if dependant is not None else []
+    while pending:
+        node = pending.pop()
+        for param in getattr(node.call, _ORG_PARAMS_ATTR, ()):
+            if param not in found:
+                found.append(param)
+        pending.extend(node.dependencies)
+    return tuple(found)
+
+
 def org_context(
     role: str | None = None,
     *,
@@ -139,6 +160,7 @@ def org_context(
         request.state.org = org
         return org
 
+    setattr(dependency, _ORG_PARAMS_ATTR, (path_param,) if path_param is not None else ())
     return dependency
 
 
@@ -149,7 +171,10 @@ def project_access(
 
     As :func:`verifier.authz.acheck_project`: the token lists the project, or
     the app's ``lookup`` (sync or async) puts it in one of the caller's
-    organizations; the request never says which organization that is.
+    organizations; the request never says which organization that is. When
+    the request names an organization (``X-Org-Id``, ``X-Org-Slug``, or the
+    path parameter of an :func:`org_context` on the same route, resolved
+    before or after this dependency), the project must belong to it.
     """
 
     async def dependency(request: Request, session: CurrentSession) -> str:
@@ -157,7 +182,8 @@ def project_access(
             raise RuntimeError(f"the route has no path parameter {param!r}")
         project_id = str(request.path_params[param])
         try:
-            await acheck_project(session, project_id, lookup=lookup)
+            org = named_org(request, org_params=_route_org_params(request))
+            await acheck_project(session, project_id, lookup=lookup, org=org)
         except AuthzError as exc:
             raise VerifierHTTPException(exc) from exc
         request.state.project_id = project_id

@@ -9,6 +9,9 @@ every path applies the same rules:
   the key type and curve);
 - unusable keys (encryption keys, weak or unknown types and curves, bad
   material) are skipped and reported with their kid and a reason, never used;
+  weak includes an RSA modulus that is even or has a prime factor below 1000
+  and an Ed25519 key that is a small-order point in any encoding (such a key
+  verifies forged signatures);
 - a set with any private member or any ``oct`` key is refused whole (it
   proves the publisher leaks secrets), as is a set with duplicate kids among
   usable keys or with no usable key at all.
@@ -24,6 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +60,26 @@ _EC_CURVES: dict[str, tuple[ec.EllipticCurve, int]] = {
 }
 OKP_ALGS = frozenset({"Ed25519", "EdDSA"})
 MIN_RSA_BITS = 2048
+#: Product of the primes below 1000: one gcd finds any of them in a modulus.
+_SMALL_PRIMES_PRODUCT = math.prod(
+    n for n in range(2, 1000) if all(n % k for k in range(2, math.isqrt(n) + 1))
+)
+_ED25519_P = 2**255 - 19
+#: y-coordinates of the eight points of order dividing 8 on edwards25519: the
+#: identity (y=1), the point of order 2 (y=-1), the two of order 4 (y=0) and
+#: the four of order 8 (two y values, each with both signs of x). Whether a
+#: point is small-order depends on y alone (its negation has the same y), so
+#: every encoding of one is caught by reducing y mod p, whatever the sign bit
+#: and including the non-canonical y + p forms.
+_ED25519_SMALL_ORDER_Y = frozenset(
+    {
+        0,
+        1,
+        _ED25519_P - 1,
+        0x05FC536D880238B13933C6D305ACDFD5F098EFF289F4C345B027B2C28F95E826,
+        0x7A03AC9277FDC74EC6CC392CFA53202A0F67100D760B3CBA4FD84D3D706A17C7,
+    }
+)
 # Canonical member order: type, identity, then key material.
 _CANONICAL_ORDER = ("kty", "kid", "alg", "crv", "n", "e", "x", "y")
 
@@ -324,6 +348,11 @@ def _import_rsa(entry: Mapping[str, Any], kid: str | None, alg: str | None) -> P
     e = _int_member(entry, "e")
     if n.bit_length() < MIN_RSA_BITS:
         raise _Unusable(f"RSA key of {n.bit_length()} bits is weaker than {MIN_RSA_BITS}")
+    # No real key has such a modulus; one that does is broken or planted.
+    if n % 2 == 0:
+        raise _Unusable("RSA modulus is even")
+    if (factor := math.gcd(n, _SMALL_PRIMES_PRODUCT)) != 1:
+        raise _Unusable(f"RSA modulus has a prime factor below 1000 ({_smallest_factor(factor)})")
     # cryptography refuses e < 3, even e and e >= n.
     rsa.RSAPublicNumbers(e, n).public_key()
     material = {
@@ -358,5 +387,18 @@ def _import_okp(entry: Mapping[str, Any], kid: str | None, alg: str | None) -> P
     x = b64url_decode_lenient(entry.get("x"))
     if len(x) != 32:
         raise ValueError("x is not 32 bytes")
+    if _is_small_order_ed25519(x):
+        # With such a key, R = identity and S = 0 "verify" any message.
+        raise _Unusable("Ed25519 key is a small-order point (it would verify forgeries)")
     ed25519.Ed25519PublicKey.from_public_bytes(x)
     return _build("OKP", kid, alg, "Ed25519", {"x": b64url_encode(x)}, OKPKey)
+
+
+def _smallest_factor(n: int) -> int:
+    return next(k for k in range(2, 1000) if n % k == 0)
+
+
+def _is_small_order_ed25519(encoded: bytes) -> bool:
+    """Whether a 32-byte Ed25519 public key encodes a point of order 1, 2, 4 or 8."""
+    y = int.from_bytes(encoded, "little") & ((1 << 255) - 1)  # bit 255 is x's sign
+    return y % _ED25519_P in _ED25519_SMALL_ORDER_Y

@@ -259,7 +259,9 @@ class KeyStore:
         """
         alg = canonical_alg(alg)
         if alg not in self.allowed:
-            raise AlgorithmNotAllowed(f"algorithm {alg!r} is not allowed", alg=alg)
+            raise AlgorithmNotAllowed(
+                f"algorithm {alg!r} is not allowed", alg=alg, setting="auth.algorithms"
+            )
         if alg in self._hs_keys:
             return self._hs_keys[alg]
         if alg.startswith("HS"):
@@ -270,9 +272,7 @@ class KeyStore:
         if key is None:
             raise KeyNotFound("no baked key has the token's kid", kid=_short(kid))
         if key.alg != alg:
-            raise AlgorithmNotAllowed(
-                f"the key is for {key.alg}, the token says {alg}", alg=alg, kid=_short(kid)
-            )
+            raise _wrong_alg(key, alg, kid, self.rsa_alg)
         return key
 
     def _only_key_for(self, alg: str) -> VerificationKey:
@@ -289,6 +289,38 @@ class KeyStore:
     def snapshot(self) -> Mapping[str, VerificationKey]:
         """A read-only view of the keys by kid (for diagnostics)."""
         return dict(self._by_kid)
+
+
+def _wrong_alg(key: VerificationKey, alg: str, kid: str, rsa_alg: str) -> AlgorithmNotAllowed:
+    """The refusal for a token whose ``alg`` is not its key's one algorithm.
+
+    Names the token's algorithm, the key's and where the key's came from: the
+    JWK's ``alg``, or ``auth.rsa_alg`` for an RSA JWK without one (an issuer
+    that signs RS256 and PS256 tokens with one such key cannot be served).
+    """
+    short = _short(kid)
+    jwk = key.jwk
+    if jwk is not None and jwk.alg is None and jwk.kty == "RSA":
+        setting = "auth.rsa_alg"
+        source = (
+            f"auth.rsa_alg (APP_CONFIG_AUTH__RSA_ALG={rsa_alg}) since the JWK has no alg; "
+            "one key keeps one algorithm: give each issuer key an alg, or have the issuer "
+            "sign every token with one algorithm"
+        )
+    elif jwk is not None and jwk.alg is None:
+        setting = "jwk.crv"
+        source = f"its curve {jwk.crv} since the JWK has no alg"
+    else:
+        setting = "jwk.alg"
+        source = "the JWK's alg"
+    return AlgorithmNotAllowed(
+        f"alg {alg} is not the key's algorithm: key {short!r} is used with {key.alg} only, "
+        f"from {source}",
+        alg=alg,
+        key_alg=key.alg,
+        kid=short,
+        setting=setting,
+    )
 
 
 def _short(kid: str) -> str:

@@ -38,9 +38,8 @@ import html
 import logging
 import re
 import secrets
-import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote_plus, unquote, urlencode, urlsplit, urlunsplit
@@ -55,10 +54,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .clock import wall_clock
 from .config import AppConfig
-from .cookies import CookieJar, TokenSet, parse_cookie_header, request_is_secure
+from .cookies import CookieJar, TokenSet, request_is_secure
 from .errors import ConfigInvalid, VerifierError
-from .middleware import get_session
+from .middleware import COOKIES_PRESENT_KEY, get_session
 from .oauth import TokenEndpointUnavailable, oauth_error, post_form
 from .remote import RemoteKeys
 from .tokens import TokenVerifier, check_size, unverified_header
@@ -68,6 +68,7 @@ __all__ = [
     "LOGOUT_PATH",
     "LOGOUT_TOKENS_KEY",
     "MIN_STATE_KEY_BYTES",
+    "OFFLINE_ACCESS_WARNING",
     "STATE_COOKIE_PREFIX",
     "STATE_TTL",
     "LoginError",
@@ -126,6 +127,8 @@ class LoginStats:
     logouts: int = 0
     revocations_ok: int = 0
     revocations_failed: int = 0
+    #: Logins that asked for ``offline_access`` and got no refresh token.
+    refresh_token_missing: int = 0
 
 
 # -- the return path -------------------------------------------------------------
@@ -238,10 +241,20 @@ def _s256(verifier: str) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
-def _with_query(url: str, params: dict[str, str]) -> str:
+def _with_query(url: str, params: dict[str, str] | Sequence[tuple[str, str]]) -> str:
     parts = urlsplit(url)
     query = "&".join(filter(None, [parts.query, urlencode(params)]))
     return urlunsplit(parts._replace(query=query))
+
+
+#: Logged once per process, and shown on /readyz, when a login asked for
+#: ``offline_access`` and the token response had no refresh token.
+OFFLINE_ACCESS_WARNING = (
+    "the login asked for offline_access but the issuer returned no refresh token, so sessions "
+    "end when the access token expires: providers that follow OIDC Core §11 (oidc-provider, "
+    "for one) ignore offline_access unless the login sends prompt=consent (set login.prompt, "
+    "APP_CONFIG_LOGIN__PROMPT=consent); Auth0 grants it only for APIs with Allow Offline Access"
+)
 
 
 def login_enabled(config: AppConfig) -> bool:
@@ -286,7 +299,7 @@ class LoginFlow:
         *,
         remote: RemoteKeys | None = None,
         transport: httpx2.AsyncBaseTransport | None = None,
-        now: Callable[[], float] = time.time,
+        now: Callable[[], float] = wall_clock,
     ) -> None:
         self.config = config
         self.verifier = verifier
@@ -363,12 +376,29 @@ class LoginFlow:
         )
 
     def _all_token_cookie_names(self, secure: bool) -> list[str]:
-        """Every token cookie and chunk name: the middleware hides which ones the browser holds."""
+        """Every token cookie and chunk name, for when the middleware did not say which exist."""
         names = self.jar.names(secure=secure).values()
         chunks = range(self.config.cookies.max_chunks)
         return [n for name in names for n in (name, *(f"{name}.{i}" for i in chunks))]
 
-    def _client_auth(self, form: dict[str, str]) -> dict[str, str]:
+    @staticmethod
+    def _present(request: Request) -> list[str] | None:
+        """The token cookies the request carried, as the middleware saw them (it strips
+        them before the app); ``None`` without the middleware's note."""
+        names = request.scope.get(COOKIES_PRESENT_KEY)
+        return list(names) if isinstance(names, tuple | list) else None
+
+    def _resource_form(self, form: dict[str, Any]) -> None:
+        """RFC 8707 ``resource``, one value or several, on a token request."""
+        resources = self.config.login.resource
+        if resources:
+            form["resource"] = resources[0] if len(resources) == 1 else list(resources)
+
+    def warnings(self) -> list[str]:
+        """Setup problems seen at run time, for /readyz (no secrets, no per-user data)."""
+        return [OFFLINE_ACCESS_WARNING] if self.stats.refresh_token_missing else []
+
+    def _client_auth(self, form: dict[str, Any]) -> dict[str, str]:
         """Client authentication as the refresher does it: Basic with a secret, else client_id."""
         client_id = self.config.auth.client_id
         assert client_id is not None
@@ -384,7 +414,12 @@ class LoginFlow:
 
     def _fail(self, exc: LoginError) -> HTMLResponse:
         self.stats.failed[exc.code] += 1
-        logger.info("sign-in refused: %s", exc.code)
+        if exc.code == "token_invalid":
+            # The issuer's tokens do not verify: a setup problem the operator must see.
+            # The message names codes, algorithms and settings, never a token.
+            logger.warning("sign-in refused: %s", exc.message)
+        else:
+            logger.info("sign-in refused: %s", exc.code)
         return error_page(exc)
 
     # -- /auth/login -----------------------------------------------------------
@@ -415,19 +450,23 @@ class LoginFlow:
             redirect_uri=redirect_uri,
             expires=self.now() + STATE_TTL,
         )
-        location = _with_query(
-            endpoint,
-            {
-                "response_type": "code",
-                "client_id": client_id,
-                "redirect_uri": redirect_uri,
-                "scope": self.config.login.scopes,
-                "state": pending.state,
-                "nonce": pending.nonce,
-                "code_challenge": _s256(pending.verifier),
-                "code_challenge_method": "S256",
-            },
-        )
+        settings = self.config.login
+        params = [
+            ("response_type", "code"),
+            ("client_id", client_id),
+            ("redirect_uri", redirect_uri),
+            ("scope", settings.scopes),
+            ("state", pending.state),
+            ("nonce", pending.nonce),
+            ("code_challenge", _s256(pending.verifier)),
+            ("code_challenge_method", "S256"),
+        ]
+        if settings.prompt:
+            params.append(("prompt", settings.prompt))
+        params += [("resource", resource) for resource in settings.resource]
+        # Validated at start-up: extra parameters never replace one of ours.
+        params += list(settings.extra_params.items())
+        location = _with_query(endpoint, params)
         secure = self._secure(request)
         name = self._cookie_name(pending.state, secure=secure)
         sealed = self._cipher.seal(pending.to_payload(), aad=name.encode())
@@ -485,9 +524,10 @@ class LoginFlow:
             raise LoginError("code_missing", "the callback carries no authorization code")
         tokens = await self._exchange(code, pending)
         await self._verify(tokens, pending)
+        self._check_refresh_token(tokens)
         try:
             set_cookies = self.jar.set_cookies(
-                tokens, secure=secure, present=self._all_token_cookie_names(secure)
+                tokens, secure=secure, present=self._present(request)
             )
         except ValueError:
             raise LoginError(
@@ -516,15 +556,24 @@ class LoginFlow:
             raise LoginError("state_invalid", "the login took too long; please sign in again")
         return pending
 
+    def _check_refresh_token(self, tokens: TokenSet) -> None:
+        """Count (and warn once about) a login that asked for offline_access in vain."""
+        if tokens.refresh is not None or "offline_access" not in self.config.login.scopes.split():
+            return
+        self.stats.refresh_token_missing += 1
+        if self.stats.refresh_token_missing == 1:
+            logger.warning(OFFLINE_ACCESS_WARNING)
+
     async def _exchange(self, code: str, pending: _Pending) -> TokenSet:
         endpoint = self.config.endpoint("token")
         assert endpoint is not None
-        form = {
+        form: dict[str, Any] = {
             "grant_type": "authorization_code",
             "code": code,
             "redirect_uri": pending.redirect_uri,
             "code_verifier": pending.verifier,
         }
+        self._resource_form(form)
         headers = self._client_auth(form)
         try:
             status, body = await post_form(
@@ -582,8 +631,10 @@ class LoginFlow:
             # Also warms the verified-token cache for the first page load.
             session = self.verifier.session(tokens.access, tokens.id)
         except VerifierError as exc:
+            # The message says which token and which setting (an algorithm the key
+            # does not have, an audience…); jwtedge messages never hold a token.
             raise LoginError(
-                "token_invalid", f"the issuer's tokens do not verify ({exc.code})"
+                "token_invalid", f"the issuer's tokens do not verify ({exc.code}): {exc.message}"
             ) from None
         try:
             self.verifier.verify_id(tokens.id, access_claims=session.claims, nonce=pending.nonce)
@@ -610,9 +661,12 @@ class LoginFlow:
             target = _with_query(end_session, params)
         response = RedirectResponse(target, status_code=303, headers=_NO_STORE)
         secure = self._secure(request)
-        for value in self.jar.clear_cookies(
-            secure=secure, present=self._all_token_cookie_names(secure)
-        ):
+        # Every variant (host-only and with cookies.domain, at cookies.path and
+        # /) of each token cookie the request carried: one left behind after a
+        # settings change would outlive the logout.
+        present = self._present(request)
+        names = present if present is not None else self._all_token_cookie_names(secure)
+        for value in self.jar.clear_everywhere(names, secure=secure):
             response.headers.append("set-cookie", value)
         self.stats.logouts += 1
         return response
@@ -622,7 +676,7 @@ class LoginFlow:
         endpoint = self.config.endpoint("revocation")
         if endpoint is None or self.config.auth.client_id is None:
             return
-        form = {"token": refresh_token, "token_type_hint": "refresh_token"}
+        form: dict[str, Any] = {"token": refresh_token, "token_type_hint": "refresh_token"}
         headers = self._client_auth(form)
         timeout = min(self.config.refresh.timeout, _REVOKE_TIMEOUT)
         try:
@@ -657,10 +711,18 @@ class LogoutTokens:
             await self.app(scope, receive, send)
             return
         cookies: dict[str, str] = {}
+        duplicated = False
         for name, value in scope["headers"]:
             if name == b"cookie":
-                for key, item in parse_cookie_header(value.decode("latin-1")).items():
-                    cookies.setdefault(key, item)
+                for part in value.decode("latin-1").split(";"):
+                    key, sep, item = part.partition("=")
+                    key = key.strip()
+                    if not sep or not self.jar.is_token_cookie(key):
+                        continue
+                    duplicated = duplicated or key in cookies
+                    cookies.setdefault(key, item.strip())
         secure = request_is_secure(scope, self.secure_mode)
-        tokens = self.jar.read(cookies, secure=secure)
+        # As in the middleware: a token cookie sent twice may be a planted one,
+        # so none is trusted (its refresh token is not revoked on our word).
+        tokens = TokenSet() if duplicated else self.jar.read(cookies, secure=secure)
         await self.app({**scope, LOGOUT_TOKENS_KEY: tokens}, receive, send)

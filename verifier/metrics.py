@@ -16,6 +16,7 @@ Names (all prefixed ``jwtedge_``; counters end in ``_total``)::
     jwtedge_requests_total{outcome="authenticated|anonymous|rejected",code}
     jwtedge_csrf_rejected_total
     jwtedge_identity_headers_stripped_total
+    jwtedge_duplicate_token_cookies_total
     jwtedge_cache_hits_total, jwtedge_cache_misses_total
     jwtedge_key_fetches_total{result="ok|failed"}
     jwtedge_key_refetch_suppressed_total
@@ -32,6 +33,7 @@ Names (all prefixed ``jwtedge_``; counters end in ``_total``)::
     jwtedge_logins_total{result="started|completed|failed",code}
     jwtedge_logouts_total
     jwtedge_revocations_total{result="ok|failed"}
+    jwtedge_login_refresh_token_missing_total   logins that asked for offline_access in vain
     jwtedge_request_duration_seconds{route,method}   histogram
 
 ``jwtedge_requests_total{outcome="rejected"}`` counts refused credentials by
@@ -145,6 +147,11 @@ class EdgeCollector:
             "Spoofable identity headers removed from requests.",
             stats.headers_stripped,
         )
+        yield _counter(
+            "jwtedge_duplicate_token_cookies",
+            "Requests naming a token cookie more than once, served without cookie credentials.",
+            stats.duplicate_cookies,
+        )
         cache = self.verifier.cache_stats
         yield _counter("jwtedge_cache_hits", "Verified-token cache hits.", cache.hits)
         yield _counter("jwtedge_cache_misses", "Verified-token cache misses.", cache.misses)
@@ -257,6 +264,11 @@ class EdgeCollector:
             "Refresh-token revocations at logout by result.",
             ["result"],
             [(["ok"], login.revocations_ok), (["failed"], login.revocations_failed)],
+        )
+        yield _counter(
+            "jwtedge_login_refresh_token_missing",
+            "Logins that asked for offline_access and got no refresh token (see login.prompt).",
+            login.refresh_token_missing,
         )
 
 

@@ -3,9 +3,11 @@
 A pure ASGI middleware. Per request it
 
 1. cleans the request (on every path): identity headers a client could
-   spoof are removed, token cookies are removed from the ``Cookie`` header the
-   inner app sees (unless ``cookies.forward``), query-string tokens are never
-   read;
+   spoof are removed (:mod:`verifier.identity_headers`: any case, ``_`` or
+   ``-``), token cookies are removed from the ``Cookie`` header the inner app
+   sees (unless ``cookies.forward``), a token cookie sent twice makes the
+   request carry no cookie credentials (and the response deletes every
+   variant of it), query-string tokens are never read;
 2. refuses cookie-authenticated unsafe methods that are not same-origin
    (403 ``csrf_rejected``);
 3. outside ``http.exclude_paths``, verifies the access token (Bearer header
@@ -50,10 +52,12 @@ from .errors import (
     KeysStale,
     RefreshFailed,
     TokenExpired,
+    TokenMalformed,
     TokenMissing,
     TokenNotYetValid,
     VerifierError,
 )
+from .identity_headers import IdentityHeaders
 from .keys import VerificationKey
 from .profiles import ClaimsMapper
 from .refresh import Refresher, refresher_from_config, token_key
@@ -71,14 +75,19 @@ from .stats import MiddlewareStats
 from .tokens import TokenVerifier, check_size, unverified_header
 from .websocket import deny, query_has_token, refusal_for_query_token
 
-__all__ = ["JWTSessionMiddleware", "OnError", "error_response", "get_session", "refresh_now"]
+__all__ = [
+    "COOKIES_PRESENT_KEY",
+    "JWTSessionMiddleware",
+    "OnError",
+    "error_response",
+    "get_session",
+    "refresh_now",
+]
 
 logger = logging.getLogger("jwtedge")
 
 OnError = Callable[[HTTPConnection, VerifierError], Response]
 
-_SPOOFABLE_PREFIXES = (b"x-auth-",)
-_SPOOFABLE_HEADERS = frozenset({b"x-user-id", b"x-forwarded-user"})
 _HEADER_KINDS = {
     b"cookie": "cookie",
     b"authorization": "authorization",
@@ -86,6 +95,15 @@ _HEADER_KINDS = {
     b"sec-fetch-site": "sec-fetch-site",
 }
 _ANONYMOUS = UnauthenticatedUser()  # stateless, so one instance serves every request
+#: Scope key holding the token cookie names (chunks included) the request
+#: carried, as a tuple: the middleware strips those cookies before the app
+#: runs, so an app that sets or clears token cookies (the login callback,
+#: logout) reads here which ones exist, and clears only those.
+COOKIES_PRESENT_KEY = "jwtedge.cookies_present"
+#: The effective refresh skew is at most this fraction of the access token's
+#: lifetime, so a token living no longer than refresh.skew is refreshed once
+#: per lifetime, not on every request.
+_SKEW_LIFETIME_FRACTION = 1 / 3
 
 #: Why a refresh was refused before any token-endpoint call.
 RefusalReason = Literal["no_proof", "proof_invalid", "proof_unverifiable", "cooldown"]
@@ -94,6 +112,7 @@ _PERMANENT_REFUSALS = frozenset({"no_proof", "proof_invalid"})
 #: Proof failures that may pass on their own: keys the issuer still has to
 #: serve, or a clock that disagrees with the issuer's on a genuine token.
 _TRANSIENT_PROOF_ERRORS = (KeysStale, TokenNotYetValid, IssuedInFuture)
+_IDENTITY_HEADERS = IdentityHeaders()  # the built-in list, for callers without a config
 
 
 class RemoteKeyLayer(Protocol):
@@ -149,28 +168,40 @@ class _Request:
         "bearer",
         "cookie_names",
         "cookies",
+        "duplicate_cookies",
         "headers",
         "origin",
         "sec_fetch_site",
         "stripped",
     )
 
-    def __init__(self, scope: Scope, jar: CookieJar, *, forward_cookies: bool) -> None:
+    def __init__(
+        self,
+        scope: Scope,
+        jar: CookieJar,
+        *,
+        forward_cookies: bool,
+        identity: IdentityHeaders = _IDENTITY_HEADERS,
+    ) -> None:
         self.bearer: str | None = None
         self.origin: str | None = None
         self.sec_fetch_site: str | None = None
         self.cookies: dict[str, str] = {}
         self.cookie_names: list[str] = []
+        self.duplicate_cookies = False
         headers: list[tuple[bytes, bytes]] = []
         stripped = 0
-        # One dict lookup per header; only x- headers pay for the spoof check.
+        # Two dict lookups per header: its kind, then the remembered verdict on
+        # identity headers (only a name never seen before is folded and compared).
+        known = identity.known
         for item in scope["headers"]:
             name = item[0]
             kind = _HEADER_KINDS.get(name)
             if kind is None:
-                if name[:2] == b"x-" and (
-                    name.startswith(_SPOOFABLE_PREFIXES) or name in _SPOOFABLE_HEADERS
-                ):
+                spoofed = known.get(name)
+                if spoofed is None:
+                    spoofed = identity.matches(name)
+                if spoofed:
                     stripped += 1
                     continue
             elif kind == "cookie":
@@ -188,15 +219,21 @@ class _Request:
             headers.append(item)
         self.headers = headers
         self.stripped = stripped
+        if self.duplicate_cookies:
+            # Which copy is the user's cannot be told: a sibling host may have
+            # planted one (cookie tossing). None of them is a credential.
+            self.cookies = {}
 
     def _take_cookies(self, header: str, jar: CookieJar, forward: bool) -> str:
-        """Collect token cookies (first occurrence wins); return the rest verbatim."""
+        """Collect token cookies (a name seen twice is noted); return the rest verbatim."""
         kept = []
         for part in header.split(";"):
             name, sep, value = part.partition("=")
             name = name.strip()
             if sep and jar.is_token_cookie(name):
-                if name not in self.cookies:
+                if name in self.cookies:
+                    self.duplicate_cookies = True
+                else:
                     self.cookies[name] = value.strip()
                     self.cookie_names.append(name)
                 if not forward:
@@ -397,8 +434,18 @@ class JWTSessionMiddleware:
         self.on_error: OnError = on_error or (lambda _conn, exc: error_response(exc))
         self.stats = stats or MiddlewareStats()
         self.jar = CookieJar(config.cookies)
+        self.identity_headers = IdentityHeaders(config.http.strip_headers)
         self.excluded = _Paths(config.http.exclude_paths)
         self.api_paths = _Paths(config.http.api_prefixes)
+        # Warn once per middleware (not per request) about too-short tokens.
+        self._warned_short_lifetime = False
+        if config.cookies.domain:
+            logger.warning(
+                "cookies.domain is set (%s): any host under that domain can overwrite the "
+                "token cookies (cookie tossing); without a Domain, Secure cookies get "
+                "__Host- names, which no other host can set",
+                config.cookies.domain,
+            )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -408,14 +455,24 @@ class JWTSessionMiddleware:
             return
 
         http = self.config.http
-        request = _Request(scope, self.jar, forward_cookies=self.config.cookies.forward)
+        request = _Request(
+            scope,
+            self.jar,
+            forward_cookies=self.config.cookies.forward,
+            identity=self.identity_headers,
+        )
         self.stats.headers_stripped += request.stripped
         scope = {**scope, "headers": request.headers}
         scope["auth"], scope["user"] = AuthCredentials(), _ANONYMOUS
+        scope[COOKIES_PRESENT_KEY] = tuple(request.cookie_names)
 
+        if request.duplicate_cookies:
+            self.stats.duplicate_cookies += 1
         if scope["type"] == "websocket":
             await self._websocket(scope, receive, send, request)
             return
+        if request.duplicate_cookies:
+            send = self._clearing_duplicates(scope, request, send)
 
         secure, tokens = self._read_tokens(scope, request)
         refused = self._refusal(scope, request, tokens, methods=(scope["method"],))
@@ -427,6 +484,11 @@ class JWTSessionMiddleware:
         path = scope["path"]
         if path in self.excluded:
             await self.app(scope, receive, send)
+            return
+        if request.duplicate_cookies and request.bearer is None and path in self.api_paths:
+            refused = TokenMalformed("a token cookie was sent more than once")
+            self.stats.rejected[refused.code] += 1
+            await self._reject(scope, receive, send, refused)
             return
 
         ctx: _Context | None = None
@@ -508,6 +570,27 @@ class JWTSessionMiddleware:
         scope["auth"], scope["user"] = session, session.user
         await self.app(scope, receive, send)
 
+    def _clearing_duplicates(self, scope: Scope, request: _Request, send: Send) -> Send:
+        """Add ``Set-Cookie`` values that delete every variant of the duplicated cookies.
+
+        Clearing one variant would leave the other in the browser, and every
+        later request would be ambiguous again: the user could never sign in.
+        """
+        secure = request_is_secure(scope, self.config.cookies.secure)
+        names = request.cookie_names
+
+        async def send_clearing(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                # A login on this very request sets fresh cookies: keep those.
+                fresh = {value.partition("=")[0].strip() for value in headers.getlist("set-cookie")}
+                for value in self.jar.clear_everywhere(names, secure=secure, keep=fresh):
+                    headers.append("set-cookie", value)
+                headers["cache-control"] = "no-store"
+            await send(message)
+
+        return send_clearing
+
     def _read_tokens(self, scope: Scope, request: _Request) -> tuple[bool, TokenSet]:
         if not request.cookies:
             # No token cookie at all (Bearer and anonymous callers): skip the
@@ -531,12 +614,39 @@ class JWTSessionMiddleware:
     def _refresh_due(
         self, access: str | None, session: Session | None, error: VerifierError | None
     ) -> bool:
-        """Missing, expired, or expiring within ``refresh.skew`` (no leeway)."""
+        """Missing, expired, or expiring within the effective skew (no leeway)."""
         if access is None or isinstance(error, TokenExpired):
             return True
         if session is None:
             return False
-        return session.expires_at - self.verifier.now() < self.config.refresh.skew
+        return session.expires_at - self.verifier.now() < self.effective_skew(session)
+
+    def effective_skew(self, session: Session) -> float:
+        """``min(refresh.skew, lifetime / 3)``, the lifetime being ``exp - iat``.
+
+        Without ``iat`` (or with a nonsensical one) the configured skew. A
+        token that lives no longer than ``refresh.skew`` would otherwise be
+        due from the moment it is issued, and every request would spend a
+        token-endpoint call and a rotation.
+        """
+        skew = self.config.refresh.skew
+        iat = session.claims.get("iat")
+        if isinstance(iat, bool) or not isinstance(iat, int | float):
+            return skew
+        lifetime = session.expires_at - float(iat)
+        if lifetime <= 0:
+            return skew
+        if lifetime <= skew and not self._warned_short_lifetime:
+            self._warned_short_lifetime = True
+            logger.warning(
+                "access tokens live %.0f s, no longer than refresh.skew (%.0f s): refreshing "
+                "%.1f s before expiry (a third of their lifetime) instead of on every request; "
+                "lower APP_CONFIG_REFRESH__SKEW or lengthen the issuer's access-token lifetime",
+                lifetime,
+                skew,
+                lifetime * _SKEW_LIFETIME_FRACTION,
+            )
+        return min(skew, lifetime * _SKEW_LIFETIME_FRACTION)
 
     async def proof_for(self, tokens: TokenSet) -> tuple[dict[str, Any], str]:
         """The proof a refresh needs: the claims of the caller's own access token

@@ -12,6 +12,7 @@ token in ``error`` must not get it into our logs).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping, Sequence
 
 import httpx2
 import orjson
@@ -61,12 +62,14 @@ def oauth_error(body: object) -> str | None:
 async def post_form(
     client: httpx2.AsyncClient,
     url: str,
-    form: dict[str, str],
+    form: Mapping[str, str | Sequence[str]],
     headers: dict[str, str],
     *,
     timeout: float,
 ) -> tuple[int, object]:
     """POST ``form``; return the status and the parsed JSON body (``None`` if not JSON).
+
+    A sequence value sends the parameter once per item (RFC 8707 ``resource``).
 
     Raises :class:`TokenEndpointUnavailable` when the endpoint cannot be
     reached, answers too slowly, or sends more than :data:`MAX_RESPONSE_BYTES`.

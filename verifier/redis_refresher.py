@@ -46,7 +46,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -281,6 +281,7 @@ class RedisRefresher(InProcessRefresher):
         namespace: str = "jwtedge:refresh",
         transport: httpx2.AsyncBaseTransport | None = None,
         now: Callable[[], float] = time.monotonic,
+        resource: Sequence[str] = (),
     ) -> None:
         super().__init__(
             token_endpoint=token_endpoint,
@@ -293,6 +294,7 @@ class RedisRefresher(InProcessRefresher):
             cooldown=cooldown,
             transport=transport,
             now=now,
+            resource=resource,
         )
         # ``stats`` keeps the Refresher protocol's type; ``redis_stats`` is the
         # same object with the Redis counters typed.
@@ -366,6 +368,7 @@ class RedisRefresher(InProcessRefresher):
             spent_ttl=min(config.cookies.refresh_max_age, SPENT_TTL_CAP),
             transport=transport,
             now=now,
+            resource=config.login.resource,
         )
 
     @property

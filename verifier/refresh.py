@@ -38,7 +38,7 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 from urllib.parse import quote_plus
@@ -171,8 +171,11 @@ class InProcessRefresher:
         now: Callable[[], float] = time.monotonic,
         spent_memory: int = SPENT_MEMORY,
         failed_memory: int = FAILED_MEMORY,
+        resource: Sequence[str] = (),
     ) -> None:
         self.token_endpoint = token_endpoint
+        #: RFC 8707 resource indicators sent on every refresh grant (login.resource).
+        self.resource = tuple(resource)
         self.client_id = client_id
         self._client_secret = client_secret
         self.client_auth: ClientAuth = client_auth or (
@@ -223,6 +226,7 @@ class InProcessRefresher:
             cooldown=config.refresh.timeout,
             transport=transport,
             now=now,
+            resource=config.login.resource,
         )
 
     def __repr__(self) -> str:
@@ -398,7 +402,14 @@ class InProcessRefresher:
         self, refresh_token: str, proof: Mapping[str, Any] | None
     ) -> RefreshResult:
         self.stats.calls += 1
-        form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+        form: dict[str, str | list[str]] = {
+            "grant_type": "refresh_token",
+            "refresh_token": refresh_token,
+        }
+        if self.resource:
+            # Without it an issuer with resource indicators (oidc-provider) mints an
+            # opaque, userinfo-only access token at the first refresh.
+            form["resource"] = list(self.resource)
         headers = {"Accept": "application/json"}
         if self.client_auth == "client_secret_basic" and self._client_secret:
             # RFC 6749 §2.3.1: form-encode both parts before Basic.

@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
+from .clock import monotonic_clock, wall_clock
 from .errors import ConfigInvalid, JWKSError, KeyNotFound, KeysStale
 from .fetch import Fetcher, is_loopback_url
 from .jwks import JWKSet, PublicJWK
@@ -86,8 +86,8 @@ class RemoteKeys:
         cooldown: float = 30.0,
         stale_if_error: float = 24 * 3600.0,
         baked_at: datetime | None = None,
-        now: Callable[[], float] = time.monotonic,
-        wall: Callable[[], float] = time.time,
+        now: Callable[[], float] = monotonic_clock,
+        wall: Callable[[], float] = wall_clock,
     ) -> None:
         if mode != "never" and fetcher is None:
             raise ValueError(f"keys.remote={mode!r} needs a Fetcher")
@@ -128,8 +128,8 @@ class RemoteKeys:
         key_store: KeyStore,
         *,
         transport: httpx2.AsyncBaseTransport | None = None,
-        now: Callable[[], float] = time.monotonic,
-        wall: Callable[[], float] = time.time,
+        now: Callable[[], float] = monotonic_clock,
+        wall: Callable[[], float] = wall_clock,
     ) -> RemoteKeys:
         """The remote layer ``config.keys`` asks for, over ``key_store`` (no I/O here).
 

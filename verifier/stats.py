@@ -24,6 +24,9 @@ class MiddlewareStats:
     csrf_rejected: int = 0
     #: Spoofed identity headers removed from requests.
     headers_stripped: int = 0
+    #: Requests whose Cookie header named a token cookie more than once
+    #: (cookie tossing): served without cookie credentials.
+    duplicate_cookies: int = 0
     refreshed: int = 0
     websocket_authenticated: int = 0
     websocket_anonymous: int = 0
@@ -43,6 +46,7 @@ class MiddlewareStats:
             "rejected": dict(self.rejected),
             "csrf_rejected": self.csrf_rejected,
             "headers_stripped": self.headers_stripped,
+            "duplicate_cookies": self.duplicate_cookies,
             "refreshed": self.refreshed,
             "websocket_authenticated": self.websocket_authenticated,
             "websocket_anonymous": self.websocket_anonymous,

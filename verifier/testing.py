@@ -45,6 +45,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from ._devissuer_oauth import CODE_TTL, DEFAULT_SCOPE, FAIL_MODES, OAuthProvider
+from .clock import wall_clock
 
 __all__ = ["CODE_TTL", "DEFAULT_SCOPE", "FAIL_MODES", "KEY_ALGORITHMS", "DevIssuer", "IssuerStats"]
 
@@ -171,7 +172,7 @@ class DevIssuer:
         *,
         client_secret: str | None = None,
         alg: str = "RS256",
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = wall_clock,
     ) -> None:
         if alg not in KEY_ALGORITHMS:
             raise ValueError(f"unsupported key algorithm {alg!r}; expected one of {KEY_ALGORITHMS}")

@@ -31,13 +31,13 @@ from __future__ import annotations
 import binascii
 import logging
 import math
-import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from .clock import Clock, wall_clock
 from .errors import (
     AlgorithmNotAllowed,
     AudienceMismatch,
@@ -82,8 +82,6 @@ __all__ = [
     "unverified_header",
     "verify_jws",
 ]
-
-Clock = Callable[[], float]
 
 _B64URL = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _B64_INDEX = {char: index for index, char in enumerate(_B64URL.decode())}
@@ -315,7 +313,8 @@ class TokenVerifier:
     """Verifies access and ID tokens against baked keys; no I/O.
 
     Build it with :meth:`from_config`. ``now`` is the clock (seconds since
-    the epoch); tests inject a fixed one.
+    the epoch); tests inject a fixed one. Without one, ``time.time()`` is read
+    at each check, so ``freezegun.freeze_time`` moves it.
 
     ``profile`` is the issuer profile (a name or a
     :class:`~verifier.profiles.Profile`; ``claim_names.profile`` when omitted).
@@ -340,12 +339,13 @@ class TokenVerifier:
         access_claim: str | None = None,
         claim_names: ClaimsSettings | None = None,
         cache_size: int = 10_000,
-        now: Clock = time.time,
+        now: Clock | None = None,
         profile: str | Profile | None = None,
         claims_mapper: ClaimsMapper | None = None,
         audience_claim: str | None = None,
         tenants: tuple[str, ...] = (),
         role_ranks: Mapping[str, int] | None = None,
+        id_token_max_age: float | None = None,
     ) -> None:
         from .config import ClaimsSettings
 
@@ -358,7 +358,8 @@ class TokenVerifier:
         self.require_at_jwt = require_at_jwt
         self.access_claim = access_claim
         self.claim_names = claim_names
-        self.now = now
+        # Read at call time unless injected, so freezegun's freeze_time moves it.
+        self.now: Clock = now if now is not None else wall_clock
         settings = claim_names if claim_names is not None else ClaimsSettings()
         if profile is None:
             profile = settings.profile
@@ -400,6 +401,9 @@ class TokenVerifier:
         self._custom_subject = _overrides(profile_, "subject") or _overrides(
             profile_, "subject_key"
         )
+        #: Past this age (by ``iat``) an ID token still has to match, but no
+        #: longer supplies profile fields (``cookies.refresh_max_age``).
+        self.id_token_max_age = id_token_max_age
         self.cache_size = cache_size
         self.cache_stats = CacheStats()
         # LRU by access (and ID) token string; stdlib OrderedDict is enough and
@@ -415,7 +419,7 @@ class TokenVerifier:
         config: AppConfig,
         *,
         keys: KeyStore | None = None,
-        now: Clock = time.time,
+        now: Clock | None = None,
         claims_mapper: ClaimsMapper | None = None,
     ) -> TokenVerifier:
         """A verifier over the baked keys of ``config`` (no I/O).
@@ -440,6 +444,7 @@ class TokenVerifier:
             tenants=tuple(auth.tenants or ()),
             role_ranks=config.claims.role_ranks,
             claims_mapper=claims_mapper,
+            id_token_max_age=config.cookies.refresh_max_age,
         )
         if auth.audience_claim == "none":
             # Never silent: say at start-up what an unbound token means.
@@ -449,6 +454,17 @@ class TokenVerifier:
                 auth.issuer,
             )
         return verifier
+
+    def _verify_signature(self, token: str | bytes, which: str) -> tuple[Mapping[str, Any], bytes]:
+        """:func:`verify_jws`, with an algorithm refusal saying which token it was."""
+        try:
+            return _verify(token, self.keys, self.max_token_bytes)
+        except AlgorithmNotAllowed as exc:
+            # An issuer that signs access and ID tokens with different algorithms
+            # under one key is a setup problem: say which token, so it can be found.
+            raise AlgorithmNotAllowed(
+                f"{which} token: {exc.message}", token=which, **exc.context
+            ) from exc
 
     # -- access tokens -------------------------------------------------------
 
@@ -467,7 +483,7 @@ class TokenVerifier:
             unverified = _unverified_claims(token)
             if unverified is not None:
                 self._check_unverified(*unverified, self.context)
-        header, payload = _verify(token, self.keys, self.max_token_bytes)
+        header, payload = self._verify_signature(token, "access")
         claims = _load_claims(payload)
         self._check_access_type(header, claims)
         self._check_common(claims, check_expiry=check_expiry)
@@ -503,6 +519,34 @@ class TokenVerifier:
             raise TokenTypeInvalid('access tokens must have "typ": "at+jwt"')
         if self.access_claim and self.access_claim not in claims:
             raise TokenTypeInvalid(f'access tokens must carry the "{self.access_claim}" claim')
+        if kind is None and not self._is_access_token(header, claims):
+            raise TokenTypeInvalid("an ID token is not an access token")
+
+    def _is_access_token(self, header: Mapping[str, Any], claims: Mapping[str, Any]) -> bool:
+        """Audience separation: the one place that tells access from ID tokens by kind.
+
+        Consulted only when the profile's own marker (:meth:`token_kind`)
+        does not decide. Then: when ``auth.client_id`` is not one of ``auth.audience``,
+        a token whose ``aud`` contains the client id was issued to the client,
+        so it is an ID token unless its ``typ`` is ``at+jwt`` (RFC 9068). An
+        ID token can list the API next to the client, and refresh-grant ID
+        tokens usually carry no ``nonce``, so ``aud`` and ``nonce`` alone do
+        not tell them apart.
+        """
+        client_id = self.client_id
+        if client_id is None or client_id in self.audiences:
+            # With the client among the audiences the config demands
+            # require_at_jwt or access_claim instead (checked above).
+            return True
+        aud = claims.get("aud")
+        if not isinstance(aud, list) or client_id not in aud:
+            # A lone client-id audience is no audience of ours: the audience
+            # check refuses it (audience_mismatch), as it does any other.
+            return True
+        audiences = self.audiences
+        if not any(isinstance(item, str) and item in audiences for item in aud):
+            return True
+        return _is_at_jwt(header.get("typ"))
 
     def _accepts_issuer(self, iss: object) -> bool:
         return iss == self.issuer or (type(iss) is str and iss in self.issuers)
@@ -554,7 +598,7 @@ class TokenVerifier:
         access_claims: Mapping[str, Any] | None = None,
         nonce: str | None = None,
     ) -> tuple[Mapping[str, Any], dict[str, Any]]:
-        header, payload = _verify(token, self.keys, self.max_token_bytes)
+        header, payload = self._verify_signature(token, "ID")
         claims = _load_claims(payload)
         if _is_at_jwt(header.get("typ")) or self.token_kind(header, claims) == "access":
             raise TokenTypeInvalid("an access token is not an ID token")
@@ -644,8 +688,10 @@ class TokenVerifier:
         header, access = self._verify_access(access_token)
         id_header: Mapping[str, Any] | None = None
         id_claims = None
+        profile_until = math.inf
         if id_token:
             id_header, id_claims = self._verify_id(id_token, access)
+            id_claims, profile_until = self._profile_claims(id_claims)
         session = self._build_session(access, id_claims)
         if cache is not None and key is not None:
             kids = (header.get("kid"), id_header.get("kid") if id_header else header.get("kid"))
@@ -653,7 +699,10 @@ class TokenVerifier:
             # nbf and iat (a clock stepping back), before exp (all with leeway).
             starts = [float(access[name]) for name in ("nbf", "iat") if name in access]
             valid_from = max(starts) - self.leeway if starts else float("-inf")
-            entry = _CacheEntry(session, valid_from, session.expires_at + self.leeway, kids)
+            # A session with ID-token profile fields lasts only while that
+            # token is young enough to supply them.
+            valid_until = min(session.expires_at + self.leeway, profile_until)
+            entry = _CacheEntry(session, valid_from, valid_until, kids)
             cache[key] = entry
             if len(cache) > self.cache_size:
                 cache.popitem(last=False)
@@ -668,6 +717,25 @@ class TokenVerifier:
         return Session.from_parts(
             access, id_claims, parts, user_id=user_id, role_ranks=self.role_ranks
         )
+
+    def _profile_claims(self, id_claims: dict[str, Any]) -> tuple[dict[str, Any] | None, float]:
+        """The ID token's claims while it may supply profile fields, and until when.
+
+        An ID token proves a login; the cookie that carries it lives for
+        ``cookies.refresh_max_age``, so one older than that (by ``iat``; one
+        without ``iat`` has no provable age) is left over from a login the
+        session no longer rests on: its e-mail and name are not served.
+        """
+        max_age = self.id_token_max_age
+        if max_age is None:
+            return id_claims, math.inf
+        iat = id_claims.get("iat")
+        if iat is None:
+            return None, math.inf
+        until = float(iat) + max_age  # a NumericDate: _verify_id checked it
+        if self.now() >= until:
+            return None, math.inf
+        return id_claims, until
 
     def _evict_kids(self, kids: frozenset[str | None]) -> None:
         """Drop cached sessions verified with keys that were removed or replaced."""

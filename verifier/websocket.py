@@ -19,7 +19,6 @@ refreshes over HTTP and reconnects.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
@@ -29,6 +28,7 @@ from starlette.routing import websocket_session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from .clock import wall_clock
 from .errors import CSRFRejected, TokenError, TokenMissing, VerifierError
 from .request_rules import cross_origin_upgrade, origin_allowed
 from .session import Session
@@ -91,7 +91,7 @@ class CloseAtExpiry:
         app: ASGIApp,
         *,
         close_code: int = 4401,
-        now: Callable[[], float] = time.time,
+        now: Callable[[], float] = wall_clock,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.app = app

@@ -598,7 +598,8 @@ async def test_refresh_under_fault(row: Row, healthy: World) -> None:
     expired, expired_id = tokens(issuer, kid, iat=now - 1000)
     # Another browser's expired session: one proof token drives one refresh at a time.
     other, other_id = tokens(issuer, kid, iat=now - 1000)
-    due, due_id = tokens(issuer, kid, ttl=10)  # valid, but within refresh.skew
+    # Valid, but within the effective skew (a third of its 10 s lifetime).
+    due, due_id = tokens(issuer, kid, iat=now - 8, ttl=10)
 
     with issuer_at(world, row, "/token") as url:
         config = world.config(endpoints={"token": f"{url}/token"}, refresh={"timeout": TIMEOUT})

@@ -45,7 +45,15 @@ KINDS = {"access": "jwtedge_access", "id": "jwtedge_id", "refresh": "jwtedge_ref
 TOKEN_COOKIE = re.compile(
     r"(__Host-)?(jwtedge_access|jwtedge_id|jwtedge_refresh)(\.[0-9]+)?", re.ASCII
 )
-SPOOFABLE = re.compile(rb"x-auth-.*|x-user-id|x-forwarded-user", re.DOTALL)
+#: The documented identity-header list, written out independently of the code's:
+#: any case, ``_`` or ``-`` between words.
+SPOOFABLE = re.compile(
+    rb"(x[-_]auth[-_]|x[-_]user[-_]|cf[-_]access[-_]|x[-_]goog[-_]authenticated[-_]"
+    rb"|x[-_]amzn[-_]oidc[-_]|x[-_]ms[-_]client[-_]principal).*"
+    rb"|x[-_]forwarded[-_](user|email|groups|preferred[-_]username|access[-_]token)"
+    rb"|x[-_]remote[-_]user|remote[-_](user|email|groups|name)|x[-_]goog[-_]iap[-_]jwt[-_]assertion",
+    re.DOTALL | re.IGNORECASE,
+)
 PATHS = [
     "/", "/page", "/api", "/api/", "/api/me", "/apix", "/API/me", "/healthz", "/healthz/",
     "/healthzx", "/healthz.json", "/static/app.js", "/static-x/app.js", "/Static/app.js",
@@ -55,7 +63,11 @@ PATHS = [
 HEADER_KINDS = (
     ["cookie"] * 3 + ["authorization"] * 2 + ["refresh", "origin", "fetch", "spoof", "other"]
 )
-SPOOFED_NAMES = [b"x-auth-user", b"x-auth-email", b"x-auth-", b"x-user-id", b"x-forwarded-user"]
+SPOOFED_NAMES = [
+    b"x-auth-user", b"x-auth-email", b"x-auth-", b"x-user-id", b"x-forwarded-user",
+    b"X_Auth_User", b"x-auth_user", b"X-Forwarded-Email", b"remote_user",
+    b"Cf-Access-Jwt-Assertion",
+]  # fmt: skip
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "get", "post", "TRACE"]
 HOSTS = ["app.example", "127.0.0.1:8000", "localhost", "[::1]:8000", "[", "app.example:443"]
 FAILURES = [
@@ -280,10 +292,8 @@ def requests(draw: st.DrawFn, world: World) -> Scope:
             headers.append((b"sec-fetch-site", site.encode()))
         elif kind == "spoof":
             name = draw(
-                st.sampled_from(
-                    [b"x-auth-user", b"x-auth-email", b"x-auth-", b"x-user-id", b"x-forwarded-user"]
-                )
-                | latin1.map(lambda text: b"x-auth-" + text.lower().encode("latin-1"))
+                st.sampled_from(SPOOFED_NAMES)
+                | latin1.map(lambda text: b"X_AUTH-" + text.encode("latin-1"))
             )
             headers.append((name, draw(latin1).encode("latin-1")))
         else:
