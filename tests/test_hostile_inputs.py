@@ -41,7 +41,7 @@ from starlette.websockets import WebSocket
 from tests.test_cli import DISCOVERY, JWKS_URL, FakeTime, Issuer, invoke, one_line, write_bake
 from tests.test_cli import ISSUER as CLI_ISSUER
 from tests.test_login import APP, authorize, edge_app, new_issuer, start_login
-from verifier import tokens
+from verifier import http_fields, tokens
 from verifier.app import create_app
 from verifier.config import AppConfig
 from verifier.cookies import TokenSet
@@ -667,3 +667,48 @@ async def test_a_redirect_location_off_the_grammar_is_a_fetch_failure(
         with pytest.raises(JWKSFetchFailed) as failed:
             await fetcher.fetch_jwks(JWKS_URL)
     assert cause in failed.value.message
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("120", 120.0),
+        (" 7\t", 7.0),
+        ("9" * 5000, float(2**31)),
+        ("²", None),
+        ("١٢", None),
+        ("-1", None),
+        ("1.5", None),
+        ("Sun, 06 Nov 1994 08:49:37 GMT", 0.0),
+        ("Sunday, 06-Nov-94 08:49:37 GMT", 0.0),
+        ("Sun Nov  6 08:49:37 1994", 0.0),
+        ("sun, 06 nov 1994 08:49:37 gmt", None),
+        ("Sun, 31 Feb 1994 08:49:37 GMT", None),
+        ("Sun, 06 Nov 1994 08:49:37 +0000", None),
+    ],
+)
+def test_retry_after_reads_delay_seconds_and_the_three_http_date_forms_only(
+    value: str, seconds: float | None
+) -> None:
+    date = "Sun, 06 Nov 1994 08:49:37 GMT"
+    assert http_fields.retry_after(value, date, now=lambda: 1_760_000_000.0) == seconds
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "parsed"),
+    [
+        ("content_length", "1024", 1024),
+        ("content_length", "²", None),
+        ("content_length", "10, 10", None),
+        ("content_length", "9" * 30, 2**63 - 1),
+        ("media_type", "Application/JSON; charset=utf-8", "application/json"),
+        ("media_type", "application/jwk-set+json", "application/jwk-set+json"),
+        ("media_type", "application /json", None),
+        ("media_type", "\uff41pplication/json", None),
+        ("location", "/jwks?page=2", "/jwks?page=2"),
+        ("location", "/jwks²", None),
+        ("location", "/a b", None),
+    ],
+)
+def test_response_fields_are_read_by_their_grammar(field: str, value: str, parsed: Any) -> None:
+    assert getattr(http_fields, field)(value) == parsed
