@@ -55,8 +55,8 @@ from bench.common import (
     verdict,
 )
 from bench.middleware import _batch, _receive, _scope, _send, hello_app
+from verifier import jws as jws_module
 from verifier import limits
-from verifier import tokens as tokens_module
 from verifier.middleware import JWTSessionMiddleware
 from verifier.remote import RemoteKeys
 from verifier.testing import DevIssuer
@@ -331,7 +331,7 @@ async def _memory_child(remote: str, count: int) -> dict[str, Any]:
         await app(bearer(token), _receive, _send)
     gc.collect()
     after = rss_mb()
-    cache = tokens_module._HEADERS
+    cache = jws_module._HEADERS
     entries = getattr(cache, "entries", cache)  # a plain dict before issue 17
     return {
         "remote": remote,

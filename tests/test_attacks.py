@@ -17,7 +17,7 @@ import pytest
 from joserfc.jwk import RSAKey
 
 from tests.conftest import ISSUER, make_config
-from verifier import tokens as tokens_module
+from verifier import jws as jws_module
 from verifier.errors import JWKSInvalid, VerifierError
 from verifier.jwks import parse_jwks
 from verifier.keys import KeyStore
@@ -593,9 +593,9 @@ def test_a_forged_token_never_enters_the_header_cache(issuer: DevIssuer, other: 
     genuine = signed(issuer, header(issuer, nonce_member="genuine-once"))
 
     assert refused(verifier(issuer).verify_access, forged).code == "signature_invalid"
-    assert forged.split(".")[0] not in tokens_module._HEADERS.entries
+    assert forged.split(".")[0] not in jws_module._HEADERS.entries
     verifier(issuer).verify_access(genuine)
-    assert genuine.split(".")[0] in tokens_module._HEADERS.entries
+    assert genuine.split(".")[0] in jws_module._HEADERS.entries
 
 
 def payload_with(issuer: DevIssuer, tail: str) -> bytes:

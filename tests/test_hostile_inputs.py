@@ -41,7 +41,7 @@ from starlette.websockets import WebSocket
 from tests.test_cli import DISCOVERY, JWKS_URL, FakeTime, Issuer, invoke, one_line, write_bake
 from tests.test_cli import ISSUER as CLI_ISSUER
 from tests.test_login import APP, authorize, edge_app, new_issuer, start_login
-from verifier import http_fields, tokens
+from verifier import http_fields, jws
 from verifier.app import create_app
 from verifier.config import AppConfig
 from verifier.cookies import TokenSet
@@ -158,12 +158,12 @@ def issuer() -> DevIssuer:
 @pytest.fixture
 def cache_before() -> tuple[dict[str, Any], int]:
     """The parsed-header cache's entries and size before the test."""
-    return dict(tokens._HEADERS.entries), tokens._HEADERS.size
+    return dict(jws._HEADERS.entries), jws._HEADERS.size
 
 
 def assert_cache_untouched(before: tuple[dict[str, Any], int]) -> None:
     entries, _size = before
-    added = set(tokens._HEADERS.entries) - set(entries)
+    added = set(jws._HEADERS.entries) - set(entries)
     assert not added, f"{len(added)} header(s) of tokens that never verified were cached"
 
 
@@ -483,14 +483,14 @@ async def test_1024_distinct_hostile_tokens_leave_the_header_cache_as_it_was(
 
     assert app.stats.rejected == {"token_malformed": 1024, "signature_invalid": 1024}
     assert_cache_untouched(cache_before)
-    assert tokens._HEADERS.size <= tokens._HEADERS.max_bytes
+    assert jws._HEADERS.size <= jws._HEADERS.max_bytes
 
 
 def test_a_verified_token_header_is_cached_and_the_cache_is_bounded_in_bytes(
     issuer: DevIssuer,
 ) -> None:
     verifier = TokenVerifier.from_config(config_for(issuer, "never"))
-    cache = tokens._HEADERS
+    cache = jws._HEADERS
     kid = issuer.kid
     claims = {"iss": issuer.issuer, "sub": "u1", "aud": "api", "exp": 2**31}
 

@@ -16,12 +16,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar, cast
 
 from starlette.authentication import AuthCredentials, BaseUser
 
 from .config import ClaimsSettings
 from .errors import ClaimsInvalid
+from .limits import load_claims
 
 __all__ = [
     "ROLE_RANK",
@@ -32,6 +33,8 @@ __all__ = [
     "User",
     "role_rank",
 ]
+
+_T = TypeVar("_T")
 
 #: Known roles, lowest first. Unknown roles rank below ``member``.
 ROLE_RANK: Mapping[str, int] = MappingProxyType({"member": 1, "admin": 2, "owner": 3})
@@ -139,20 +142,28 @@ class Session(AuthCredentials):
     ``roles`` and ``permissions`` are global (not per organization);
     ``active_organization`` is the membership the token says is current;
     ``role_ranks`` is the ranking ``requires_org(role=...)`` applies (the
-    profile's, or ``claims.role_ranks``).
+    profile's, or ``claims.role_ranks``); ``issued_at`` is the access token's
+    ``iat`` (``None`` without one).
+
+    ``claims`` and ``id_claims`` may be given as the JSON payload bytes they
+    were read from: a cached session then keeps those bytes (a third of the
+    parsed claims' memory) and parses them when they are first read.
     """
 
     __slots__ = (
-        "_frozen",
+        "_claims",
+        "_id_claims",
+        "_id_payload",
+        "_payload",
         "active_organization",
-        "claims",
         "expires_at",
-        "id_claims",
+        "issued_at",
         "organizations",
         "permissions",
         "projects",
         "role_ranks",
         "roles",
+        "scopes",
         "session_id",
         "token_scopes",
         "user",
@@ -168,8 +179,11 @@ class Session(AuthCredentials):
     role_ranks: Mapping[str, int]
     session_id: str | None
     expires_at: float
-    claims: Mapping[str, Any]
-    id_claims: Mapping[str, Any] | None
+    issued_at: float | None
+    _claims: Mapping[str, Any] | None
+    _payload: bytes | None
+    _id_claims: Mapping[str, Any] | None
+    _id_payload: bytes | None
 
     def __init__(
         self,
@@ -184,13 +198,14 @@ class Session(AuthCredentials):
         role_ranks: Mapping[str, int] = ROLE_RANK,
         session_id: str | None = None,
         expires_at: float,
-        claims: Mapping[str, Any],
-        id_claims: Mapping[str, Any] | None = None,
+        claims: Mapping[str, Any] | bytes,
+        id_claims: Mapping[str, Any] | bytes | None = None,
+        issued_at: float | None = None,
     ) -> None:
         # Starlette's AuthCredentials keeps a list; a tuple keeps it immutable.
         # One plain call per slot: this runs on every uncached request.
         set_ = object.__setattr__
-        set_(self, "scopes", ("authenticated", *token_scopes))
+        set_(self, "scopes", _scopes_with_authenticated(token_scopes))
         set_(self, "user", user)
         set_(self, "organizations", organizations)
         set_(self, "projects", projects)
@@ -201,11 +216,43 @@ class Session(AuthCredentials):
         set_(self, "role_ranks", role_ranks)
         set_(self, "session_id", session_id)
         set_(self, "expires_at", expires_at)
-        set_(self, "claims", MappingProxyType(dict(claims)))
-        set_(
-            self, "id_claims", MappingProxyType(dict(id_claims)) if id_claims is not None else None
-        )
-        object.__setattr__(self, "_frozen", True)
+        if isinstance(claims, bytes):
+            set_(self, "_claims", None)
+            set_(self, "_payload", claims)
+        else:
+            set_(self, "_claims", MappingProxyType(dict(claims)))
+            set_(self, "_payload", None)
+            if issued_at is None:
+                issued_at = numeric_date(claims.get("iat"))
+        set_(self, "issued_at", issued_at)
+        if isinstance(id_claims, bytes):
+            set_(self, "_id_claims", None)
+            set_(self, "_id_payload", id_claims)
+        else:
+            proxy = MappingProxyType(dict(id_claims)) if id_claims is not None else None
+            set_(self, "_id_claims", proxy)
+            set_(self, "_id_payload", None)
+
+    @property
+    def claims(self) -> Mapping[str, Any]:
+        """The access token's verified claims (read-only)."""
+        claims = self._claims
+        if claims is None:
+            claims = _parsed(self._payload)
+            # Parsed once: from now on the claims, not the bytes, are kept.
+            object.__setattr__(self, "_claims", claims)
+            object.__setattr__(self, "_payload", None)
+        return claims
+
+    @property
+    def id_claims(self) -> Mapping[str, Any] | None:
+        """The ID token's verified claims (read-only), or ``None`` without one."""
+        claims = self._id_claims
+        if claims is None and self._id_payload is not None:
+            claims = _parsed(self._id_payload)
+            object.__setattr__(self, "_id_claims", claims)
+            object.__setattr__(self, "_id_payload", None)
+        return claims
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("Session is immutable")
@@ -295,11 +342,17 @@ class Session(AuthCredentials):
         *,
         user_id: str | None = None,
         role_ranks: Mapping[str, int] = ROLE_RANK,
+        access_payload: bytes | None = None,
+        id_payload: bytes | None = None,
     ) -> Session:
         """Assemble a session from what a profile read (``parts``).
 
         ``user_id`` is the profile's subject (``access["sub"]`` when omitted);
-        it is used only when ``parts.user`` is ``None``.
+        it is used only when ``parts.user`` is ``None``. ``access_payload``
+        and ``id_payload`` are the JSON the claims were read from: given, the
+        session keeps them instead of the claims (see the class doc).
+        Memberships, projects, scopes, roles and permissions equal to another
+        session's are shared with it (many users hold the same ones).
         """
         user = parts.user
         if user is None:
@@ -307,20 +360,70 @@ class Session(AuthCredentials):
         sid = parts.session_id
         if sid is None:
             sid = access.get("sid", (id_claims or {}).get("sid"))
+        active = parts.active_organization
         return cls(
             user=user,
-            organizations=parts.organizations,
-            projects=parts.projects,
-            token_scopes=parts.scopes,
-            roles=parts.roles,
-            permissions=parts.permissions,
-            active_organization=parts.active_organization,
+            organizations=_share_all(parts.organizations),
+            projects=_share_all(parts.projects),
+            token_scopes=_share(parts.scopes),
+            roles=_share(parts.roles),
+            permissions=_share(parts.permissions),
+            active_organization=_share(active) if active is not None else None,
             role_ranks=role_ranks,
             session_id=sid if isinstance(sid, str) else None,
             expires_at=float(access["exp"]),
-            claims=access,
-            id_claims=id_claims,
+            claims=access if access_payload is None else access_payload,
+            id_claims=id_claims if id_claims is None or id_payload is None else id_payload,
+            issued_at=numeric_date(access.get("iat")),
         )
+
+
+def numeric_date(value: object) -> float | None:
+    """``value`` as seconds when it is a number (not a bool), else ``None``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _parsed(payload: bytes | None) -> Mapping[str, Any]:
+    # The payload of a token that verified: its bounds were checked then.
+    return MappingProxyType(load_claims(payload or b"{}"))
+
+
+#: Equal immutable values of different sessions, kept once. Bounded: past
+#: SHARED_LIMIT values it starts over (only verified claims ever reach it).
+_SHARED: dict[Any, Any] = {}
+SHARED_LIMIT = 4096
+_AUTHENTICATED: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def _share(value: _T) -> _T:
+    shared = _SHARED
+    if len(shared) >= SHARED_LIMIT:
+        shared.clear()
+    try:
+        return cast(_T, shared.setdefault(value, value))
+    except TypeError:  # a profile put something unhashable in: keep it as it is
+        return value
+
+
+def _share_all(values: tuple[_T, ...]) -> tuple[_T, ...]:
+    if not values:
+        return ()
+    return _share(tuple([_share(value) for value in values]))
+
+
+def _scopes_with_authenticated(token_scopes: tuple[str, ...]) -> tuple[str, ...]:
+    try:
+        scopes = _AUTHENTICATED.get(token_scopes)
+    except TypeError:  # not a tuple after all: nothing to share
+        return ("authenticated", *token_scopes)
+    if scopes is None:
+        scopes = ("authenticated", *token_scopes)
+        if len(_AUTHENTICATED) >= SHARED_LIMIT:
+            _AUTHENTICATED.clear()
+        _AUTHENTICATED[token_scopes] = scopes
+    return scopes
 
 
 def build_user(

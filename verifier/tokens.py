@@ -2,13 +2,9 @@
 
 Two steps, like joserfc's ``jwt.decode`` then ``JWTClaimsRegistry``:
 
-1. :func:`verify_jws` checks the serialization and the signature and returns
-   the header and the raw payload. Compact serialization only; a size cap
-   (:func:`check_size`) before any decoding; strict base64url; at most
-   :data:`MAX_HEADER_MEMBERS` header members, duplicates refused; ``none``
-   refused; ``jku``/``x5u``/``x5c``/``jwk`` never followed (refused);
-   unknown ``crit`` and ``b64=false`` refused; the key and its one algorithm
-   come from the :class:`~verifier.keys.KeyStore`, never from the token.
+1. :func:`~verifier.jws.verify_jws` (:mod:`verifier.jws`) checks the
+   serialization and the signature and returns the header and the raw
+   payload, under the bounds of :mod:`verifier.limits`.
 2. :class:`TokenVerifier` validates claims with an injected clock: exact
    issuer, audience, numeric dates, leeway, token type and audience
    separation between access and ID tokens. The issuer profile
@@ -16,24 +12,21 @@ Two steps, like joserfc's ``jwt.decode`` then ``JWTClaimsRegistry``:
    the subject, tells its access tokens from its ID tokens before the
    generic rules do, and maps the claims to the session.
 
-This is the hot path: it does no I/O and parses each segment once.
+This is the hot path: it does no I/O and parses each segment once. A pair
+verified before is served by :mod:`verifier.session_cache` (a digest of both
+tokens, a dict lookup, a clock read).
 
 What a forged token can cost is bounded before its signature is checked
 (issue 17): the size cap, the header's member count, nesting and duplicate
-check, and the claims' nesting live in :mod:`verifier.limits`, all linear.
-The parsed-header cache holds only headers of tokens whose signature
-verified, bounded in bytes (64 KiB of segments, none over 1 KiB), so no
-request that fails to verify can grow it.
+check, and the claims' nesting live in :mod:`verifier.limits`, all linear;
+the caches hold only what verified.
 """
 
 from __future__ import annotations
 
-import binascii
 import logging
 import math
-from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -42,21 +35,18 @@ from .errors import (
     AlgorithmNotAllowed,
     AudienceMismatch,
     ClaimsInvalid,
-    HeaderInvalid,
     IdTokenMismatch,
     IssuedInFuture,
     IssuerMismatch,
-    SignatureInvalid,
     TokenExpired,
-    TokenMalformed,
-    TokenMissing,
     TokenNotYetValid,
     TokenTypeInvalid,
+    VerifierError,
 )
+from .jws import _unverified_claims, _verify, unverified_header, verify_jws
 from .keys import KeyStore
 from .limits import MAX_HEADER_MEMBERS, MAX_NESTING_DEPTH, check_size
 from .limits import load_claims as _load_claims
-from .limits import parse_header as _parse_header
 from .profiles import (
     ClaimsMapper,
     Profile,
@@ -66,6 +56,7 @@ from .profiles import (
     get_profile,
 )
 from .session import Session
+from .session_cache import CacheStats, ExpiredProofs, SessionCache, cache_key
 
 if TYPE_CHECKING:
     from .config import AppConfig, ClaimsSettings
@@ -83,164 +74,7 @@ __all__ = [
     "verify_jws",
 ]
 
-_B64URL = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-_B64_INDEX = {char: index for index, char in enumerate(_B64URL.decode())}
-_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
-_PADDING = {0: b"", 2: b"==", 3: b"="}
-# Header parameters that point at keys elsewhere: never followed, refused.
-_KEY_REFERENCES = ("jku", "x5u", "x5c", "jwk")
 _ID_TOKEN_ONLY = ("nonce", "at_hash", "c_hash")
-
-
-def _b64url(segment: str, what: str) -> bytes:
-    """Strict unpadded base64url: alphabet, length and unused bits.
-
-    One translate to the standard alphabet, then ``a2b_base64`` in strict mode
-    (which refuses any character outside it), is the fastest strict route; the
-    standard-alphabet characters and padding are refused first, since after
-    the translate they would pass.
-    """
-    if not segment:
-        raise TokenMalformed(f"the {what} segment is empty")
-    if "+" in segment or "/" in segment or "=" in segment:
-        raise TokenMalformed(f"the {what} segment is not base64url")
-    size = len(segment)
-    remainder = size % 4
-    if remainder == 1:
-        raise TokenMalformed(f"the {what} segment has an impossible length")
-    # Non-zero unused bits would let two strings decode to the same bytes.
-    if remainder and _B64_INDEX.get(segment[-1], 0) & (0x0F if remainder == 2 else 0x03):
-        raise TokenMalformed(f"the {what} segment is not canonical base64url")
-    standard = segment.encode("ascii").translate(_TO_STANDARD) + _PADDING[remainder]
-    try:
-        return binascii.a2b_base64(standard, strict_mode=True)
-    except (binascii.Error, ValueError) as exc:
-        raise TokenMalformed(f"the {what} segment is not base64url") from exc
-
-
-def _check_header(header: Mapping[str, Any]) -> tuple[str, str | None]:
-    alg = header.get("alg")
-    if not isinstance(alg, str):
-        raise HeaderInvalid('the header has no string "alg"')
-    if alg.lower() == "none":
-        raise AlgorithmNotAllowed('algorithm "none" is never allowed', alg="none")
-    for name in _KEY_REFERENCES:
-        if name in header:
-            raise HeaderInvalid(f'the "{name}" header is never followed', member=name)
-    if "crit" in header:
-        # We understand no extension, so any critical one is unknown (RFC 7515 §4.1.11).
-        raise HeaderInvalid('the header names "crit" extensions we do not support')
-    if "b64" in header and header["b64"] is not True:
-        raise HeaderInvalid('"b64": false (RFC 7797) is not supported')
-    kid = header.get("kid")
-    if kid is not None and not isinstance(kid, str):
-        raise HeaderInvalid('"kid" is not a string')
-    typ = header.get("typ")
-    if typ is not None and not isinstance(typ, str):
-        raise HeaderInvalid('"typ" is not a string')
-    return alg, kid
-
-
-def unverified_header(token: str, *, max_bytes: int = 8192) -> dict[str, Any]:
-    """The header of a compact JWS, parsed strictly but NOT verified.
-
-    For choosing a key to fetch; never trust what it returns. ``max_bytes``
-    is ``auth.max_token_bytes``: a longer token is refused unread.
-    """
-    check_size(token, max_bytes)
-    if not token.isascii() or token.count(".") != 2:
-        raise TokenMalformed("the token is not a compact JWS")
-    return dict(_header(token.partition(".")[0])[0])
-
-
-_Header = tuple[dict[str, Any], str, str | None]
-
-
-class _VerifiedHeaders:
-    """Checked headers of tokens whose signature verified, by their base64url segment.
-
-    Tokens from one key share a header, so this turns header parsing into a
-    dict lookup. Only a verified token adds an entry, so a forger cannot fill
-    it; a segment longer than ``max_segment`` is never kept, and the segments
-    kept add up to at most ``max_bytes`` (then it starts again, empty). Values
-    are never handed to callers (they get copies).
-    """
-
-    __slots__ = ("entries", "max_bytes", "max_segment", "size")
-
-    def __init__(self, *, max_bytes: int, max_segment: int) -> None:
-        self.entries: dict[str, _Header] = {}
-        self.max_bytes = max_bytes
-        self.max_segment = max_segment
-        self.size = 0
-
-    def add(self, segment: str, header: _Header) -> None:
-        cost = len(segment)
-        if cost > self.max_segment:
-            return
-        if self.size + cost > self.max_bytes:
-            self.entries.clear()
-            self.size = 0
-        if self.entries.setdefault(segment, header) is header:
-            self.size += cost
-
-
-#: An issuer signs with a few keys and header shapes; 64 KiB holds hundreds.
-_HEADERS = _VerifiedHeaders(max_bytes=64 * 1024, max_segment=1024)
-
-
-def _header(segment: str) -> _Header:
-    cached = _HEADERS.entries.get(segment)
-    if cached is not None:
-        return cached
-    header = _parse_header(_b64url(segment, "header"))
-    alg, kid = _check_header(header)
-    return header, alg, kid
-
-
-def verify_jws(
-    token: str | bytes, keys: KeyStore, *, max_bytes: int = 8192
-) -> tuple[dict[str, Any], bytes]:
-    """Verify a compact JWS and return ``(header, payload bytes)``.
-
-    Raises a :class:`~verifier.errors.TokenError` subclass; the message never
-    contains the token.
-    """
-    header, payload = _verify(token, keys, max_bytes)
-    return dict(header), payload
-
-
-def _verify(token: str | bytes, keys: KeyStore, max_bytes: int) -> tuple[Mapping[str, Any], bytes]:
-    if isinstance(token, bytes | bytearray):
-        check_size(token, max_bytes)
-        try:
-            token = bytes(token).decode("ascii")
-        except UnicodeDecodeError as exc:
-            raise TokenMalformed("the token is not ASCII") from exc
-    if not isinstance(token, str):
-        raise TokenMalformed("the token is not a string")
-    if not token:
-        raise TokenMissing()
-    check_size(token, max_bytes)
-    if not token.isascii():
-        raise TokenMalformed("the token is not ASCII")
-    parts = token.split(".")
-    if len(parts) != 3:
-        raise TokenMalformed(f"a compact JWS has 3 segments, this token has {len(parts)}")
-    header_b64, payload_b64, signature_b64 = parts
-
-    cached = _HEADERS.entries.get(header_b64)
-    header, alg, kid = cached if cached is not None else _header(header_b64)
-    payload = _b64url(payload_b64, "payload")
-    signature = _b64url(signature_b64, "signature")
-    key = keys.key_for(kid, alg)
-    signing_input = token[: len(header_b64) + 1 + len(payload_b64)].encode("ascii")
-    if not key.verify(signing_input, signature):
-        raise SignatureInvalid(kid=key.kid, alg=key.alg)
-    if cached is None:
-        # Only now: a header is remembered once a key of ours has signed it.
-        _HEADERS.add(header_b64, (header, alg, kid))
-    return header, payload
 
 
 def _numeric_date(claims: Mapping[str, Any], name: str, *, required: bool) -> float | None:
@@ -273,40 +107,9 @@ def _audiences(claims: Mapping[str, Any], name: str = "aud") -> list[str]:
     raise ClaimsInvalid(f'the "{name}" claim is neither a string nor a list of strings', claim=name)
 
 
-def _unverified_claims(token: str | bytes) -> tuple[Mapping[str, Any], Mapping[str, Any]] | None:
-    """Header and payload of a token, NOT verified: for a profile's early refusals only.
-
-    ``None`` when the token does not parse (verifying it reports why).
-    """
-    try:
-        text = token.decode("ascii") if isinstance(token, bytes | bytearray) else token
-        if not isinstance(text, str) or text.count(".") != 2:
-            return None
-        header_b64, payload_b64, _ = text.split(".")
-        header = _header(header_b64)[0]
-        claims = _load_claims(_b64url(payload_b64, "payload"))
-    except (UnicodeDecodeError, TokenMalformed, HeaderInvalid, AlgorithmNotAllowed):
-        return None
-    return header, claims
-
-
 def _overrides(profile: Profile, name: str) -> bool:
     """Whether ``profile`` replaces the base class's method ``name`` (else it is skipped)."""
     return getattr(type(profile), name) is not getattr(Profile, name)
-
-
-@dataclass
-class CacheStats:
-    hits: int = 0
-    misses: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class _CacheEntry:
-    session: Session
-    valid_from: float
-    valid_until: float
-    kids: tuple[str | None, str | None]
 
 
 class TokenVerifier:
@@ -406,11 +209,9 @@ class TokenVerifier:
         self.id_token_max_age = id_token_max_age
         self.cache_size = cache_size
         self.cache_stats = CacheStats()
-        # LRU by access (and ID) token string; stdlib OrderedDict is enough and
-        # keeps the hot path to one lookup and one move_to_end.
-        self._cache: OrderedDict[tuple[str, str | None], _CacheEntry] | None = (
-            OrderedDict() if cache_size > 0 else None
-        )
+        self._cache = SessionCache(cache_size) if cache_size > 0 else None
+        #: Genuine access tokens that only expired: their refresh proof (one verify, not two).
+        self._expired = ExpiredProofs()
         keys.on_change(self._evict_kids)
 
     @classmethod
@@ -472,13 +273,21 @@ class TokenVerifier:
         """Verify an access token and return its claims, or raise.
 
         ``check_expiry=False`` is for refresh decisions only (the signature
-        and every other claim are still checked).
+        and every other claim are still checked). A token that failed
+        :meth:`session` a moment ago on its expiry alone is not verified
+        again: its claims were kept (:class:`~verifier.session_cache.ExpiredProofs`),
+        and only the clock checks run anew.
         """
+        if not check_expiry:
+            kept = self._expired.get(token)
+            if kept is not None:
+                self._check_common(kept, check_expiry=False)
+                return dict(kept)
         return self._verify_access(token, check_expiry)[1]
 
     def _verify_access(
         self, token: str | bytes, check_expiry: bool = True
-    ) -> tuple[Mapping[str, Any], dict[str, Any]]:
+    ) -> tuple[Mapping[str, Any], dict[str, Any], bytes]:
         if self._check_unverified is not None and len(token) <= self.max_token_bytes:
             unverified = _unverified_claims(token)
             if unverified is not None:
@@ -486,17 +295,27 @@ class TokenVerifier:
         header, payload = self._verify_signature(token, "access")
         claims = _load_claims(payload)
         self._check_access_type(header, claims)
-        self._check_common(claims, check_expiry=check_expiry)
-        audience_claim = self.audience_claim
-        if (
-            audience_claim is not None
-            and not (self._audience_optional and claims.get(audience_claim) is None)
-            and not self.audiences.intersection(_audiences(claims, audience_claim))
-        ):
-            raise AudienceMismatch()
-        if self._check_profile is not None:
-            self._check_profile(claims, self.context)
-        return header, claims
+        expired = self._check_common(claims, check_expiry=check_expiry)
+        try:
+            audience_claim = self.audience_claim
+            if (
+                audience_claim is not None
+                and not (self._audience_optional and claims.get(audience_claim) is None)
+                and not self.audiences.intersection(_audiences(claims, audience_claim))
+            ):
+                raise AudienceMismatch()
+            if self._check_profile is not None:
+                self._check_profile(claims, self.context)
+        except VerifierError:
+            if expired is None:
+                raise
+            raise expired from None  # the expiry is reported first, as it always was
+        if expired is not None:
+            # Genuine, every check passed but exp: the refresh proof of this
+            # request reads these claims instead of verifying the token again.
+            self._expired.remember(token, claims)
+            raise expired
+        return header, claims, payload
 
     def token_kind(self, header: Mapping[str, Any], claims: Mapping[str, Any]) -> TokenKind | None:
         """What the profile's access-token markers say: ``"access"``, ``"id"``, or ``None``.
@@ -551,7 +370,15 @@ class TokenVerifier:
     def _accepts_issuer(self, iss: object) -> bool:
         return iss == self.issuer or (type(iss) is str and iss in self.issuers)
 
-    def _check_common(self, claims: Mapping[str, Any], *, check_expiry: bool) -> None:
+    def _check_common(
+        self, claims: Mapping[str, Any], *, check_expiry: bool
+    ) -> TokenExpired | None:
+        """The checks every access token passes; the expiry error is returned, not
+        raised, so the caller can tell a genuine token that only expired.
+
+        Checks after the expiry never hide it: when the token expired and a
+        later check fails, the expiry error is raised (it was always first).
+        """
         iss = claims.get("iss")
         if iss != self.issuer and not self._accepts_issuer(iss):
             raise IssuerMismatch()
@@ -560,20 +387,27 @@ class TokenVerifier:
         nbf = _numeric_date(claims, "nbf", required=False)
         iat = _numeric_date(claims, "iat", required=False)
         assert exp is not None
-        if check_expiry and now >= exp + self.leeway:
-            raise TokenExpired(expired_at=exp)
-        if nbf is not None and now + self.leeway < nbf:
-            raise TokenNotYetValid(not_before=nbf)
-        if iat is not None and iat > now + self.leeway:
-            raise IssuedInFuture(issued_at=iat)
-        sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub:
-            raise ClaimsInvalid('the "sub" claim must be a non-empty string', claim="sub")
-        sid = claims.get("sid")
-        if sid is not None and not isinstance(sid, str):
-            raise ClaimsInvalid('the "sid" claim must be a string', claim="sid")
-        if self._custom_subject:
-            self.profile.subject(claims)  # claims_invalid when the subject claim is missing
+        expired = (
+            TokenExpired(expired_at=exp) if check_expiry and now >= exp + self.leeway else None
+        )
+        try:
+            if nbf is not None and now + self.leeway < nbf:
+                raise TokenNotYetValid(not_before=nbf)
+            if iat is not None and iat > now + self.leeway:
+                raise IssuedInFuture(issued_at=iat)
+            sub = claims.get("sub")
+            if not isinstance(sub, str) or not sub:
+                raise ClaimsInvalid('the "sub" claim must be a non-empty string', claim="sub")
+            sid = claims.get("sid")
+            if sid is not None and not isinstance(sid, str):
+                raise ClaimsInvalid('the "sid" claim must be a string', claim="sid")
+            if self._custom_subject:
+                self.profile.subject(claims)  # claims_invalid when the subject claim is missing
+        except VerifierError:
+            if expired is None:
+                raise
+            raise expired from None
+        return expired
 
     # -- ID tokens -----------------------------------------------------------
 
@@ -597,7 +431,7 @@ class TokenVerifier:
         token: str | bytes,
         access_claims: Mapping[str, Any] | None = None,
         nonce: str | None = None,
-    ) -> tuple[Mapping[str, Any], dict[str, Any]]:
+    ) -> tuple[Mapping[str, Any], dict[str, Any], bytes]:
         header, payload = self._verify_signature(token, "ID")
         claims = _load_claims(payload)
         if _is_at_jwt(header.get("typ")) or self.token_kind(header, claims) == "access":
@@ -618,7 +452,7 @@ class TokenVerifier:
             sid, access_sid = claims.get("sid"), access_claims.get("sid")
             if sid is not None and access_sid is not None and sid != access_sid:
                 raise IdTokenMismatch("the ID token is for another session")
-        return header, claims
+        return header, claims, payload
 
     def _check_id_audience(self, claims: Mapping[str, Any]) -> None:
         if self.client_id is None:
@@ -656,12 +490,13 @@ class TokenVerifier:
     def session(self, access_token: str | bytes, id_token: str | bytes | None = None) -> Session:
         """Verify the pair and build the :class:`~verifier.session.Session`.
 
-        A pair verified before is served from the cache (the exact token
-        strings are the key) after re-checking ``exp``, ``nbf`` and ``iat``
-        against the clock; a hit returns the same ``Session`` object.
+        A pair verified before is served from the cache (keyed by a digest of
+        both whole tokens, :mod:`verifier.session_cache`) after re-checking
+        ``exp``, ``nbf`` and ``iat`` against the clock; a hit returns the same
+        ``Session`` object.
         """
         cache = self._cache
-        key: tuple[str, str | None] | None = None
+        key: bytes | None = None
         # Only str tokens are keys: a bytes ID token must never find the entry
         # of the access token alone.
         if (
@@ -669,53 +504,62 @@ class TokenVerifier:
             and isinstance(access_token, str)
             and (id_token is None or isinstance(id_token, str))
         ):
-            # The size cap comes before the cache too: hashing the key reads it all.
+            # The size cap comes before the cache too: the digest reads it all.
             limit = self.max_token_bytes
             if len(access_token) > limit or (id_token is not None and len(id_token) > limit):
                 check_size(access_token, limit)
                 check_size(id_token or "", limit)
-            key = (access_token, id_token)
-        if cache is not None and key is not None:
-            entry = cache.get(key)
-            if entry is not None:
-                now = self.now()
-                if entry.valid_from <= now < entry.valid_until:
-                    cache.move_to_end(key)
+            key = cache_key(access_token, id_token)
+            if key is not None:
+                session = cache.get(key, self.now())
+                if session is not None:
                     self.cache_stats.hits += 1
-                    return entry.session
-                del cache[key]
-            self.cache_stats.misses += 1
-        header, access = self._verify_access(access_token)
+                    return session
+                self.cache_stats.misses += 1
+        header, access, payload = self._verify_access(access_token)
         id_header: Mapping[str, Any] | None = None
-        id_claims = None
+        id_claims = id_payload = None
         profile_until = math.inf
         if id_token:
-            id_header, id_claims = self._verify_id(id_token, access)
+            id_header, id_claims, id_payload = self._verify_id(id_token, access)
             id_claims, profile_until = self._profile_claims(id_claims)
-        session = self._build_session(access, id_claims)
-        if cache is not None and key is not None:
-            kids = (header.get("kid"), id_header.get("kid") if id_header else header.get("kid"))
-            # Served again only while every time check would still pass: after
-            # nbf and iat (a clock stepping back), before exp (all with leeway).
-            starts = [float(access[name]) for name in ("nbf", "iat") if name in access]
-            valid_from = max(starts) - self.leeway if starts else float("-inf")
+        if cache is None or key is None:
+            return self._build_session(access, id_claims)
+        # A cached session keeps the payload bytes, not the parsed claims.
+        session = self._build_session(access, id_claims, payload, id_payload)
+        kid = header.get("kid")
+        # Served again only while every time check would still pass: after
+        # nbf and iat (a clock stepping back), before exp (all with leeway).
+        starts = [float(access[name]) for name in ("nbf", "iat") if name in access]
+        cache.put(
+            key,
+            session,
+            valid_from=max(starts) - self.leeway if starts else -math.inf,
             # A session with ID-token profile fields lasts only while that
             # token is young enough to supply them.
-            valid_until = min(session.expires_at + self.leeway, profile_until)
-            entry = _CacheEntry(session, valid_from, valid_until, kids)
-            cache[key] = entry
-            if len(cache) > self.cache_size:
-                cache.popitem(last=False)
+            valid_until=min(session.expires_at + self.leeway, profile_until),
+            kids=(kid, id_header.get("kid") if id_header else kid),
+        )
         return session
 
     def _build_session(
-        self, access: Mapping[str, Any], id_claims: Mapping[str, Any] | None
+        self,
+        access: Mapping[str, Any],
+        id_claims: Mapping[str, Any] | None,
+        payload: bytes | None = None,
+        id_payload: bytes | None = None,
     ) -> Session:
         context = self.context
         parts = apply_overrides(self.claims_mapper(access, id_claims, context), access, context)
         user_id = self.profile.subject(access) if self._custom_subject else None
         return Session.from_parts(
-            access, id_claims, parts, user_id=user_id, role_ranks=self.role_ranks
+            access,
+            id_claims,
+            parts,
+            user_id=user_id,
+            role_ranks=self.role_ranks,
+            access_payload=payload,
+            id_payload=id_payload,
         )
 
     def _profile_claims(self, id_claims: dict[str, Any]) -> tuple[dict[str, Any] | None, float]:
@@ -738,12 +582,12 @@ class TokenVerifier:
         return id_claims, until
 
     def _evict_kids(self, kids: frozenset[str | None]) -> None:
-        """Drop cached sessions verified with keys that were removed or replaced."""
-        if self._cache is None:
-            return
-        for key in [key for key, entry in self._cache.items() if kids.intersection(entry.kids)]:
-            del self._cache[key]
+        """Drop cached sessions (and kept proofs) verified with removed or replaced keys."""
+        self._expired.clear()
+        if self._cache is not None:
+            self._cache.evict_kids(kids)
 
     def clear_cache(self) -> None:
+        self._expired.clear()
         if self._cache is not None:
             self._cache.clear()
