@@ -101,14 +101,17 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
-def request_is_secure(scope: Scope, mode: str) -> bool:
-    """Whether cookies for this request get ``Secure``."""
+def request_is_secure(scope: Scope, mode: str, *, host: str | None = None) -> bool:
+    """Whether cookies for this request get ``Secure``; ``host`` is
+    :func:`request_host` when the caller has read it already."""
     if mode == "always":
         return True
     if mode == "never":
         return False
     scheme = scope.get("scheme", "http")
-    return scheme in ("https", "wss") or not is_loopback_host(request_host(scope))
+    if scheme in ("https", "wss"):
+        return True
+    return not is_loopback_host(request_host(scope) if host is None else host)
 
 
 class CookieJar:
