@@ -398,9 +398,7 @@ async def test_middleware_never_fails_and_never_lets_spoofed_identity_through(
         event("authenticated")
         claims = inner["auth"].claims
         genuine = [
-            found
-            for text in presented
-            if (found := world.oracle.access_claims(text)) is not None
+            found for text in presented if (found := world.oracle.access_claims(text)) is not None
         ]
         assert any(found == dict(claims) for found in genuine), (
             f"authenticated as {user.identity!r} without a genuine access token"
