@@ -1,12 +1,16 @@
-"""Memory of the verified-token cache, and cold start with zero network calls.
+"""Memory of the verified-session cache, and cold start with zero network calls.
 
-Run ``python -m bench.memory`` (``--n 200000`` tokens, ``--large 100000``;
-``--quick`` for a smoke run). Each cache size runs in a fresh subprocess so
-one phase's freed memory cannot hide the next one's growth. Tokens are ES256
-(fast to sign) with the realistic payload, minted one at a time and dropped
-after verifying, so the only copy of a token that stays alive is the cache's
-own key: RSS growth is the cache's cost. RSS is VmRSS from
-/proc/self/status. Nothing is asserted.
+Run ``python -m bench.memory`` (cache sizes 10,000 and 200,000; ``--quick``
+for a smoke run). Each cache size runs in a fresh subprocess so one phase's
+freed memory cannot hide the next one's growth. Each session is a distinct
+user's access token (3 organizations of a pool of 30, each with the user's
+role, 5 of their projects, scope, sid, jti: ~0.9 KB of claims) and ID token
+(e-mail, name, picture), HS256 unless ``--alg ES256`` (the cache keeps the
+same whatever the algorithm), minted one at a time and dropped after
+``session(access, id_token)``, so what stays alive is what the cache keeps:
+RSS growth (VmRSS from /proc/self/status) is the cache's cost. Past the
+cache size, more tokens flow through: growth after full must be about 0.
+Nothing is asserted.
 
 Cold start runs ``import verifier``, ``AppConfig()`` from the environment with
 a baked JWKS, ``TokenVerifier.from_config``, ``JWTSessionMiddleware`` and the
@@ -17,8 +21,10 @@ counts every attempt (there must be none).
 from __future__ import annotations
 
 import argparse
+import hmac
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -35,8 +41,7 @@ from joserfc.jwk import ECKey
 
 from bench.common import (
     AUDIENCE,
-    ORGANIZATIONS,
-    PROJECTS,
+    CLIENT_ID,
     SCOPE,
     access_token,
     baked_env,
@@ -46,10 +51,19 @@ from bench.common import (
     rss_mb,
     table,
 )
+from verifier.session_cache import cache_key
 from verifier.testing import DevIssuer
 from verifier.tokens import TokenVerifier
 
 BATCH = 10_000
+#: The issue's two points: the default cache.size, and a large one.
+SIZES = (10_000, 200_000)
+ROLES = ("owner", "admin", "member")
+#: A pool of organizations (with their projects) that users' memberships are drawn from.
+ORG_POOL = [
+    {"id": f"org_{n:04d}Xq7", "slug": f"team-{n:04d}", "name": f"Organization {n:04d} Ltd"}
+    for n in range(30)
+]
 
 
 def _b64(data: bytes) -> str:
@@ -58,37 +72,93 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def fast_minter(issuer: DevIssuer) -> Callable[[int], str]:
-    """ES256 tokens signed straight with cryptography (DevIssuer's path is slower)."""
-    kid = issuer.kids("ES256")[-1]
-    private = ECKey.import_key(issuer.private_jwk(kid)).get_op_key("sign")
-    assert isinstance(private, ec.EllipticCurvePrivateKey)
-    header = _b64(orjson.dumps({"alg": "ES256", "kid": kid, "typ": "at+jwt"}))
-    ecdsa = ec.ECDSA(hashes.SHA256())
+def user_claims(index: int) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """User ``index``'s memberships: 3 organizations of the pool, a role in each
+    (drawn per user), and 5 of those organizations' projects (4 each)."""
+    draw = random.Random(index)
+    picked = draw.sample(ORG_POOL, 3)
+    orgs = [{**org, "role": draw.choice(ROLES)} for org in picked]
+    projects = [
+        {
+            "id": f"prj_{org['id'][4:8]}_{n}",
+            "slug": f"{org['slug']}-project-{n}",
+            "organizationId": org["id"],
+        }
+        for org, n in sorted(
+            draw.sample([(org, n) for org in picked for n in range(4)], 5),
+            key=lambda pair: (pair[0]["id"], pair[1]),
+        )
+    ]
+    return orgs, projects
+
+
+#: HS256 by default: what the cache keeps does not depend on the algorithm
+#: (only the signature check does), and 220,000 sessions then take seconds.
+HS_SECRET = "bench-memory-hs256-secret-0123456789abcdef"
+
+
+def fast_minter(issuer: DevIssuer, alg: str = "HS256") -> Callable[[int], tuple[str, str]]:
+    """Access and ID tokens signed straight with hmac or cryptography (faster than DevIssuer)."""
+    if alg == "HS256":
+        access_header = _b64(orjson.dumps({"alg": "HS256", "typ": "at+jwt"}))
+        id_header = _b64(orjson.dumps({"alg": "HS256", "typ": "JWT"}))
+        secret = HS_SECRET.encode()
+
+        def signature(data: bytes) -> bytes:
+            return hmac.digest(secret, data, "sha256")
+
+    else:
+        kid = issuer.kids("ES256")[-1]
+        private = ECKey.import_key(issuer.private_jwk(kid)).get_op_key("sign")
+        assert isinstance(private, ec.EllipticCurvePrivateKey)
+        access_header = _b64(orjson.dumps({"alg": "ES256", "kid": kid, "typ": "at+jwt"}))
+        id_header = _b64(orjson.dumps({"alg": "ES256", "kid": kid, "typ": "JWT"}))
+        ecdsa = ec.ECDSA(hashes.SHA256())
+
+        def signature(data: bytes) -> bytes:
+            r, s = decode_dss_signature(private.sign(data, ecdsa))
+            return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
     now = int(time.time())
 
-    def mint(index: int) -> str:
-        claims = {
-            "iss": issuer.issuer,
-            "sub": f"user_{index:07d}",
-            "aud": AUDIENCE,
-            "iat": now,
-            "exp": now + 3600,
-            "jti": f"jti_{index:016x}",
-            "sid": f"sid_{index:07d}",
-            "scope": SCOPE,
-            "organizations": ORGANIZATIONS,
-            "projects": PROJECTS,
-        }
+    def sign(header: str, claims: dict[str, Any]) -> str:
         signing_input = f"{header}.{_b64(orjson.dumps(claims))}"
-        r, s = decode_dss_signature(private.sign(signing_input.encode("ascii"), ecdsa))
-        return f"{signing_input}.{_b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+        return f"{signing_input}.{_b64(signature(signing_input.encode('ascii')))}"
+
+    def mint(index: int) -> tuple[str, str]:
+        orgs, projects = user_claims(index)
+        common = {"iss": issuer.issuer, "sub": f"user_{index:07d}", "iat": now, "exp": now + 3600}
+        access = sign(
+            access_header,
+            {
+                **common,
+                "aud": AUDIENCE,
+                "jti": f"jti_{index:016x}",
+                "sid": f"sid_{index:07d}",
+                "scope": SCOPE,
+                "organizations": orgs,
+                "projects": projects,
+            },
+        )
+        id_token = sign(
+            id_header,
+            {
+                **common,
+                "aud": CLIENT_ID,
+                "sid": f"sid_{index:07d}",
+                "email": f"user.{index:07d}@example.com",
+                "email_verified": True,
+                "name": f"User Number {index:07d}",
+                "picture": f"https://example.com/avatars/{index:07d}.png",
+            },
+        )
+        return access, id_token
 
     return mint
 
 
 def deep_size(obj: object, seen: set[int] | None = None) -> int:
-    """Bytes reachable from ``obj`` (getsizeof summed; shared objects counted once)."""
+    """Bytes reachable from ``obj`` (getsizeof summed; objects in ``seen`` not again)."""
     seen = set() if seen is None else seen
     if id(obj) in seen or obj is None or isinstance(obj, bool | type):
         return 0
@@ -100,8 +170,9 @@ def deep_size(obj: object, seen: set[int] | None = None) -> int:
         size += sum(deep_size(item, seen) for item in obj)
     elif hasattr(obj, "items") and callable(obj.items):  # MappingProxyType
         size += sum(deep_size(k, seen) + deep_size(v, seen) for k, v in obj.items())
-    for name in getattr(type(obj), "__slots__", ()):
-        size += deep_size(getattr(obj, name, None), seen)
+    for klass in type(obj).__mro__:
+        for name in getattr(klass, "__slots__", ()):
+            size += deep_size(getattr(obj, name, None), seen)
     if hasattr(obj, "__dict__"):
         size += deep_size(vars(obj), seen)
     return size
@@ -110,36 +181,56 @@ def deep_size(obj: object, seen: set[int] | None = None) -> int:
 # -- one cache phase (runs in its own subprocess) -------------------------------------
 
 
-def phase(size: int, count: int) -> None:
-    """Verify ``count`` distinct tokens through ``session()``; print JSON lines."""
+def _entry_split(verifier: TokenVerifier, pair: tuple[str, str], seen: set[int]) -> dict[str, int]:
+    """One entry's bytes by part; objects in ``seen`` (shared with other entries) left out."""
+    cache = verifier._cache
+    assert cache is not None
+    key = cache_key(*pair)
+    assert key is not None
+    entry = cache.entries[key]
+    session = entry.session
+    payloads = [getattr(session, name, None) for name in ("_payload", "_id_payload")]
+    payload_bytes = sum(deep_size(payload, seen) for payload in payloads)
+    key_obj = next(k for k in cache.entries if k == key)
+    return {
+        "key_bytes": deep_size(key_obj, seen),
+        "payload_bytes": payload_bytes,
+        "session_bytes": deep_size(session, seen),
+        "entry_bytes": deep_size(entry, seen),
+    }
+
+
+#: Sessions cached before one entry is measured: what they share is not its own.
+WARM = 500
+
+
+def phase(size: int, count: int, alg: str) -> None:
+    """Verify ``count`` distinct sessions through ``session()``; print JSON lines."""
     issuer = make_issuer()
-    mint = fast_minter(issuer)
-    verifier = TokenVerifier.from_config(make_config(issuer, cache_size=size))
+    mint = fast_minter(issuer, alg)
+    auth = {"hs_secret": HS_SECRET} if alg == "HS256" else {}
+    verifier = TokenVerifier.from_config(make_config(issuer, cache_size=size, auth=auth))
     session = verifier.session
-    session(mint(-1))
+    session(*mint(-1))
     verifier.clear_cache()
-    sample = mint(0)
-    entry = session(sample)
+    warm = min(WARM, size)
+    pairs = [mint(index) for index in range(warm)]
+    for pair in pairs:
+        session(*pair)
+    # Every earlier entry pays for what the last one shares with it (kids,
+    # organizations, projects, scopes): the last one's split is its own cost.
     seen: set[int] = set()
-    claims_bytes = deep_size(entry.claims, seen)
-    session_bytes = deep_size(entry, seen)
+    for pair in pairs[:-1]:
+        _entry_split(verifier, pair, seen)
+    split = _entry_split(verifier, pairs[-1], seen)
+    del pairs, seen
     every = max(100, min(BATCH, size // 5))
-    print(
-        json.dumps(
-            {
-                "kind": "start",
-                "rss": rss_mb(),
-                "token_chars": len(sample),
-                "token_bytes": sys.getsizeof(sample),
-                "claims_bytes": claims_bytes,
-                "session_bytes": session_bytes,
-            }
-        ),
-        flush=True,
-    )
+    start_line = {"kind": "start", "rss": rss_mb(), "cached": warm}
+    start_line.update(token_chars=len(mint(0)[0]), id_chars=len(mint(0)[1]))
+    print(json.dumps({**start_line, **split}), flush=True)
     start = time.perf_counter()
-    for index in range(1, count):
-        session(mint(index))
+    for index in range(warm, count):
+        session(*mint(index))
         if (index + 1) % every == 0 or index + 1 == count:
             cached = verifier._cache
             print(
@@ -156,27 +247,33 @@ def phase(size: int, count: int) -> None:
             )
 
 
-def run_phase(size: int, count: int) -> list[dict[str, Any]]:
+def run_phase(size: int, count: int, alg: str) -> list[dict[str, Any]]:
     command = [sys.executable, "-m", "bench.memory", "--phase", str(size), "--n", str(count)]
+    command += ["--alg", alg]
     out = subprocess.run(command, capture_output=True, text=True, check=True, timeout=900)
     return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
 
 
-def report_phase(size: int, lines: list[dict[str, Any]]) -> dict[str, float]:
+def report_phase(size: int, lines: list[dict[str, Any]], alg: str) -> dict[str, float]:
     start = lines[0]
     samples = lines[1:]
     base = start["rss"]
     full = next((s for s in samples if s["cached"] >= size), samples[-1])
     # The next sample taken after the cache filled up: growth from there on is a leak.
     end = samples[-1]
-    per_10k = (full["rss"] - base) / max(full["cached"], 1) * BATCH
-    entry_bytes = start["token_bytes"] + start["claims_bytes"] + start["session_bytes"]
-    banner(f"memory: cache.size={size:,}, {end['verified']:,} distinct ES256 tokens")
+    per_10k = (full["rss"] - base) / max(full["cached"] - start["cached"], 1) * BATCH
+    parts = ("key_bytes", "payload_bytes", "session_bytes", "entry_bytes")
+    entry_bytes = sum(start[name] for name in parts)
+    banner(
+        f"memory: cache.size={size:,}, {end['verified']:,} distinct sessions "
+        f"({alg} access + ID token)"
+    )
     print(
-        f"one entry by getsizeof, deep: {entry_bytes:,} B = key (the token, "
-        f"{start['token_chars']} chars) {start['token_bytes']:,} B + Session.claims "
-        f"{start['claims_bytes']:,} B + the Session's own objects {start['session_bytes']:,} B "
-        "(+ dict/LRU slots, not counted)"
+        f"one entry by getsizeof, deep, without what entries share: {entry_bytes:,} B = key "
+        f"(SHA-256 of the {start['token_chars']}+{start['id_chars']}-char tokens) "
+        f"{start['key_bytes']:,} B + payload bytes (access + ID, parsed when read) "
+        f"{start['payload_bytes']:,} B + the Session's own objects {start['session_bytes']:,} B "
+        f"+ the entry {start['entry_bytes']:,} B (+ dict/LRU slots, not counted)"
     )
     step = -(-len(samples) // 10)
     picked = {*range(0, len(samples), step), samples.index(full), len(samples) - 1}
@@ -188,12 +285,18 @@ def report_phase(size: int, lines: list[dict[str, Any]]) -> dict[str, float]:
     print(table(["verified", "in cache", "RSS MB", "growth MB", "s"], rows))
     after_full = end["rss"] - full["rss"]
     print(
-        f"baseline {base:.1f} MB; full at {full['verified']:,} tokens: +{full['rss'] - base:.1f} MB"
-        f" = {per_10k:.1f} MB per 10,000 entries; after full: {after_full:+.1f} MB over "
-        f"{end['verified'] - full['verified']:,} more tokens"
+        f"baseline {base:.1f} MB; full at {full['verified']:,} sessions: "
+        f"+{full['rss'] - base:.1f} MB = {per_10k:.1f} MB per 10,000 entries "
+        f"({per_10k / BATCH * 1000:.2f} KB per session); after full: {after_full:+.1f} MB over "
+        f"{end['verified'] - full['verified']:,} more sessions"
         + ("" if abs(after_full) < max(2.0, 0.05 * (full["rss"] - base)) else "  <- GROWTH")
     )
-    return {"per_10k": per_10k, "after_full": after_full, "entry_kb": entry_bytes / 1024}
+    return {
+        "per_10k": per_10k,
+        "after_full": after_full,
+        "entry_kb": entry_bytes / 1024,
+        "more": end["verified"] - full["verified"],
+    }
 
 
 # -- cold start (a fresh interpreter; no bench imports in it) --------------------------
@@ -286,24 +389,48 @@ def cold_start(issuer: DevIssuer, repeats: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--n", type=int, default=200_000, help="distinct tokens (200000)")
-    parser.add_argument("--large", type=int, default=100_000, help="the larger bound (100000)")
+    parser.add_argument(
+        "--sizes",
+        default=",".join(str(size) for size in SIZES),
+        help="cache sizes, one subprocess each (10000,200000)",
+    )
+    parser.add_argument(
+        "--more", type=int, default=20_000, help="sessions past a full cache (20000)"
+    )
+    parser.add_argument(
+        "--alg", choices=("HS256", "ES256"), default="HS256", help="token algorithm (HS256)"
+    )
     parser.add_argument("--cold", type=int, default=3, help="cold-start repeats (3)")
-    parser.add_argument("--quick", action="store_true", help="tiny run: 3,000 tokens, size 1,000")
+    parser.add_argument("--quick", action="store_true", help="tiny run: size 1,000, 1,000 more")
     parser.add_argument("--phase", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.phase is not None:
-        phase(args.phase, args.n)
+        phase(args.phase, args.n, args.alg)
         return 0
-    sizes = [10_000, args.large]
+    sizes = [int(size) for size in args.sizes.split(",")]
     if args.quick:
-        args.n, sizes, args.cold = 3_000, [1_000], 1
+        sizes, args.more, args.cold = [1_000], 1_000, 1
     summary = []
     for size in sizes:
-        result = report_phase(size, run_phase(size, args.n))
-        summary.append([f"{size:,}", result["per_10k"], result["entry_kb"], result["after_full"]])
+        result = report_phase(size, run_phase(size, size + args.more, args.alg), args.alg)
+        summary.append(
+            [
+                f"{size:,}",
+                result["per_10k"] / BATCH * 1000,
+                result["per_10k"],
+                result["entry_kb"],
+                f"{result['after_full']:+.1f} MB / {int(result['more']):,}",
+            ]
+        )
     banner("memory summary")
-    print(table(["cache.size", "MB / 10k entries", "entry KB (deep)", "MB after full"], summary))
+    print(
+        table(
+            ["cache.size", "KB / session", "MB / 10k", "entry KB (deep)", "after full"],
+            summary,
+        )
+    )
+    print("target (issue 24): <= 4 KB per session, flat once the cache is full")
     cold_start(make_issuer(), args.cold)
     return 0
 

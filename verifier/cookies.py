@@ -134,6 +134,13 @@ class CookieJar:
             for name in (prefixed, *(f"{prefixed}.{i}" for i in range(settings.max_chunks)))
         )
         self._stems = tuple({*bases, *("__Host-" + base for base in bases)})
+        #: Every token cookie name up to ``max_chunks`` chunks, with and without
+        #: ``__Host-`` (:meth:`is_token_cookie` also knows chunks past that).
+        self.token_names = self._known
+        self._triples = {
+            secure: (names["access"], names["id"], names["refresh"])
+            for secure, names in self._names.items()
+        }
 
     def _build_names(self, secure: bool) -> dict[TokenKind, str]:
         prefix = self._prefix(secure)
@@ -163,11 +170,15 @@ class CookieJar:
 
     def read(self, cookies: Mapping[str, str], *, secure: bool) -> TokenSet:
         """The tokens in the request's cookies (chunks joined)."""
-        names = self._names[secure]
+        access, id_, refresh = self._triples[secure]
+        # One lookup per kind when the token came whole (the common case).
+        values = cookies.get(access), cookies.get(id_), cookies.get(refresh)
         return TokenSet(
-            access=self._read_one(cookies, names["access"]),
-            id=self._read_one(cookies, names["id"]),
-            refresh=self._read_one(cookies, names["refresh"]),
+            access=values[0] or None if values[0] is not None else self._read_one(cookies, access),
+            id=values[1] or None if values[1] is not None else self._read_one(cookies, id_),
+            refresh=(
+                values[2] or None if values[2] is not None else self._read_one(cookies, refresh)
+            ),
         )
 
     def _read_one(self, cookies: Mapping[str, str], name: str) -> str | None:

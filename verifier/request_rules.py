@@ -105,7 +105,7 @@ def uses_cookie_credentials(bearer: str | None, tokens: TokenSet) -> bool:
 
 def method_is_safe(methods: Sequence[str]) -> bool:
     """Whether every method value is a safe method; no value at all means ``GET``."""
-    return all(method in SAFE_METHODS for method in methods)
+    return SAFE_METHODS.issuperset(methods)
 
 
 def original_methods(headers: Iterable[tuple[bytes, bytes]]) -> list[str]:

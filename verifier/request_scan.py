@@ -153,27 +153,42 @@ class HeaderScanner:
 
     def _take_cookies(self, request: Scanned, names: list[str], raw: bytes) -> bytes | None:
         """Collect the token cookies of one ``Cookie`` value (a name seen twice is
-        noted); the value without them, or ``None`` when it stays as it is."""
+        noted); the value without them, or ``None`` when it stays as it is.
+
+        Pairs are split at ``;`` and at their first ``=``, names and values
+        stripped (as :func:`~verifier.cookies.parse_cookie_header` reads
+        them); a token value is copied out once, other pairs not at all.
+        """
         header = raw.decode("latin-1")
         stems = self.stems
         if stems[0] not in header and stems[1] not in header and stems[2] not in header:
             return None
+        token_names = self.jar.token_names
         is_token_cookie = self.jar.is_token_cookie
         cookies = request.cookies
         kept = []
         taken = False
-        for part in header.split(";"):
-            name, sep, value = part.partition("=")
-            name = name.strip()
-            if sep and is_token_cookie(name):
-                taken = True
-                if name in cookies:
-                    request.duplicate_cookies = True
-                else:
-                    cookies[name] = value.strip()
-                    names.append(name)
-                continue
-            kept.append(part)
+        find = header.find
+        size = len(header)
+        start = 0
+        while start <= size:
+            end = find(";", start)
+            if end < 0:
+                end = size
+            equals = find("=", start, end)
+            if equals >= 0:
+                name = header[start:equals].strip()
+                if name in token_names or (name.startswith(stems) and is_token_cookie(name)):
+                    taken = True
+                    if name in cookies:
+                        request.duplicate_cookies = True
+                    else:
+                        cookies[name] = header[equals + 1 : end].strip()
+                        names.append(name)
+                    start = end + 1
+                    continue
+            kept.append(header[start:end])
+            start = end + 1
         if not taken or self.forward:
             return None
         return ";".join(kept).strip().encode("latin-1")

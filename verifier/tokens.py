@@ -511,10 +511,14 @@ class TokenVerifier:
                 check_size(id_token or "", limit)
             key = cache_key(access_token, id_token)
             if key is not None:
-                session = cache.get(key, self.now())
-                if session is not None:
-                    self.cache_stats.hits += 1
-                    return session
+                # SessionCache.get, inline: this is every cached request.
+                entry = cache.entries.get(key)
+                if entry is not None:
+                    if entry.valid_from <= self.now() < entry.valid_until:
+                        cache.entries.move_to_end(key)
+                        self.cache_stats.hits += 1
+                        return entry.session
+                    del cache.entries[key]
                 self.cache_stats.misses += 1
         header, access, payload = self._verify_access(access_token)
         id_header: Mapping[str, Any] | None = None
