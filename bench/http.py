@@ -4,16 +4,21 @@ Run ``python -m bench.http`` (``--duration 10`` seconds per case, ``--rounds``
 repeats every case interleaved; medians are printed). Cases, each its own
 uvicorn process (1 worker, httptools, no access log):
 
-- ``hello``: a Starlette hello world (sent the same Bearer header as ``cached``);
+- ``hello``: a Starlette hello world, sent the same request bytes as the case
+  it is the baseline of (a Bearer header; or the cookies);
 - ``cached``: the same app behind JWTSessionMiddleware, one Bearer token repeated;
+- ``cached cookies``: the same, with access, ID and refresh cookies (realistic
+  sizes, refresh enabled) and two others, one browser repeated;
 - ``uncached RS256``: the middleware with ``cache.size=0`` and a file of
   distinct RS256 tokens that wrk rotates through;
 - ``session roundtrip``: a baseline app that asks a session service (a second
   uvicorn app on 127.0.0.1) over HTTP with httpx2 on every request.
 
 When wrk is missing and cannot be installed, an httpx2 async load generator
-stands in and the output says so. Every process started here is stopped on
-exit (process groups, try/finally); nothing is asserted.
+stands in and the output says so. Ratios to hello are medians of per-round
+ratios (each case ran next to its hello in every round); req/s carry their
+spread. Every process started here is stopped on exit (process groups,
+try/finally); nothing is asserted.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import asyncio
 import contextlib
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -42,12 +48,15 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from bench.common import (
+    ISSUER,
     access_token,
     baked_env,
     banner,
     make_issuer,
     median,
     mint,
+    paired_ratio,
+    spread,
     table,
 )
 
@@ -220,6 +229,13 @@ _CACHED_LUA = """
 wrk.headers["Authorization"] = "Bearer {token}"
 """
 
+_COOKIES_LUA = """
+wrk.headers["Cookie"] = "{cookie}"
+"""
+
+#: Issue 24's targets: requests/s of the middleware over its hello, at least.
+TARGETS = {"middleware cached Bearer": 0.95, "middleware cached cookies": 0.9}
+
 _ROTATE_LUA = """
 local tokens = {}
 local i = 0
@@ -298,7 +314,9 @@ def run_wrk(wrk: str, url: str, duration: float, script: Path, args: Sequence[st
     )
 
 
-def run_httpx2(url: str, duration: float, tokens: Sequence[str | None]) -> Result:
+def run_httpx2(
+    url: str, duration: float, tokens: Sequence[str | None], cookie: str | None = None
+) -> Result:
     """Fallback load: CONNECTIONS concurrent keep-alive clients for ``duration`` seconds."""
 
     async def main() -> Result:
@@ -315,6 +333,8 @@ def run_httpx2(url: str, duration: float, tokens: Sequence[str | None]) -> Resul
                     token = tokens[index % len(tokens)]
                     index += CONNECTIONS
                     headers = {"authorization": f"Bearer {token}"} if token else {}
+                    if cookie is not None:
+                        headers["cookie"] = cookie
                     start = time.perf_counter()
                     response = await client.get("/", headers=headers)
                     latencies.append(time.perf_counter() - start)
@@ -356,6 +376,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     issuer = make_issuer()
     token = access_token(issuer, 0, "RS256", ttl=3600)
+    id_token = issuer.id_token(
+        sub="user_0000000",
+        sid="sid_0000000",
+        email="ada.lovelace@example.com",
+        name="Ada Lovelace",
+        picture="https://example.com/avatars/ada-lovelace.png",
+    )
+    cookie = (
+        f"theme=dark; _ga=GA1.1.1234567890.1700000000; jwtedge_access={token}; "
+        f"jwtedge_id={id_token}; jwtedge_refresh={secrets.token_urlsafe(32)}"
+    )
     distinct = mint(issuer, args.tokens, "RS256", ttl=3600)
     warmup = args.warmup if args.warmup is not None else min(2.0, max(1.0, args.duration / 5))
     # `timeout` and CI send SIGTERM: exit through the finally blocks that stop the servers.
@@ -363,24 +394,40 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="jwtedge-bench-") as tmp:
         workdir = Path(tmp)
-        (workdir / "tokens.txt").write_text("\n".join(distinct) + "\n")
+        (workdir / "tokens").write_text("\n".join(distinct) + "\n")
         (workdir / "cached.lua").write_text(_CACHED_LUA.format(token=token))
+        (workdir / "cookies.lua").write_text(_COOKIES_LUA.format(cookie=cookie))
         (workdir / "rotate.lua").write_text(_ROTATE_LUA)
         env = baked_env(issuer)
         specs = {
             "hello": {"BENCH_APP": "hello"},
             "cached": {"BENCH_APP": "middleware", **env},
+            # Refresh enabled, as wherever a refresh cookie is set (the token is fresh: no call).
+            "cookies": {
+                "BENCH_APP": "middleware",
+                **env,
+                "APP_CONFIG_ENDPOINTS__TOKEN": f"{ISSUER}/token",
+            },
             "uncached": {"BENCH_APP": "middleware", **env, "APP_CONFIG_CACHE__SIZE": "0"},
             "auth": {"BENCH_APP": "auth", "BENCH_TOKEN": token},
         }
-        # (case label, server, lua script, script args, tokens for the fallback)
-        cases: list[tuple[str, str, str, list[str], Sequence[str | None]]] = [
-            # hello gets the same request bytes as the cached case: the difference
-            # between the two rows is the middleware, not header parsing.
-            ("hello", "hello", "cached.lua", [], [token]),
-            ("middleware cached Bearer", "cached", "cached.lua", [], [token]),
-            ("middleware uncached RS256", "uncached", "rotate.lua", ["tokens.txt"], distinct),
-            ("session roundtrip", "roundtrip", "cached.lua", [], [token]),
+        # (case label, server, lua script, script args, tokens for the fallback, baseline)
+        cases: list[tuple[str, str, str, list[str], Sequence[str | None], str]] = [
+            # hello gets the same request bytes as the cases it is the baseline
+            # of: the difference between the rows is the middleware, not parsing.
+            ("hello", "hello", "cached.lua", [], [token], "hello"),
+            ("middleware cached Bearer", "cached", "cached.lua", [], [token], "hello"),
+            ("hello (cookies)", "hello", "cookies.lua", [], [None], "hello (cookies)"),
+            ("middleware cached cookies", "cookies", "cookies.lua", [], [None], "hello (cookies)"),
+            (
+                "middleware uncached RS256",
+                "uncached",
+                "rotate.lua",
+                ["tokens"],
+                distinct,
+                "hello",
+            ),
+            ("session roundtrip", "roundtrip", "cached.lua", [], [token], "hello"),
         ]
         loadgen = f"wrk, 1 thread, {CONNECTIONS} connections" if wrk else "httpx2 (FALLBACK)"
         banner(f"http: uvicorn 1 worker (httptools), load: {loadgen}")
@@ -405,36 +452,51 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for round_index in range(first, args.rounds + 1):  # round 0 warms up
                     length = warmup if round_index == 0 else args.duration
                     shift = round_index % len(cases)
-                    for label, name, script, script_args, fallback in cases[shift:] + cases[:shift]:
+                    for label, name, script, script_args, fallback, _ in (
+                        cases[shift:] + cases[:shift]
+                    ):
                         url = running[name].url
                         if wrk:
                             script_path = workdir / script
                             extra = [str(workdir / a) for a in script_args]
                             result = run_wrk(wrk, url, length, script_path, extra)
                         else:
-                            result = run_httpx2(url, length, fallback)
+                            cookie_header = cookie if script == "cookies.lua" else None
+                            result = run_httpx2(url, length, fallback, cookie_header)
                         if round_index:
                             results[label].append(result)
-        report(results, args, time.monotonic() - started)
+        baselines = {label: base for label, *_, base in cases}
+        report(results, baselines, args, time.monotonic() - started)
     return 0
 
 
-def report(results: dict[str, list[Result]], args: argparse.Namespace, elapsed: float) -> None:
+def report(
+    results: dict[str, list[Result]],
+    baselines: dict[str, str],
+    args: argparse.Namespace,
+    elapsed: float,
+) -> None:
     print(
         f"{args.rounds} round(s) x {args.duration:g} s per case, interleaved; "
         f"{args.tokens} distinct RS256 tokens rotated for the uncached case "
-        f"(cache.size=0); wall time {elapsed:.0f} s."
+        f"(cache.size=0); wall time {elapsed:.0f} s. x hello: median of per-round ratios "
+        "to the hello sent the same request bytes."
     )
-    rps = {label: median(r.rps for r in rs) for label, rs in results.items()}
-    hello, roundtrip = rps["hello"], rps["session roundtrip"]
+    rps = {label: [r.rps for r in rs] for label, rs in results.items()}
+    roundtrip = median(rps["session roundtrip"])
     rows = []
     for label, rs in results.items():
+        base = baselines[label]
+        ratio = paired_ratio(rps[label], rps[base])
+        target = TARGETS.get(label)
         rows.append(
             [
                 label,
-                rps[label],
-                rps[label] / hello,
-                rps[label] / roundtrip,
+                f"{median(rps[label]):,.0f} ±{spread(rps[label]):4.1f}%",
+                ratio,
+                f"≥ {target:.2f}" if target else "-",
+                ("ok" if ratio >= target else "MISSED") if target else "-",
+                median(rps[label]) / roundtrip,
                 median(r.p50_ms for r in rs),
                 median(r.p99_ms for r in rs),
                 sum(r.errors for r in rs),
@@ -442,7 +504,17 @@ def report(results: dict[str, list[Result]], args: argparse.Namespace, elapsed: 
         )
     print(
         table(
-            ["case", "req/s", "x hello", "x roundtrip", "p50 ms", "p99 ms", "errors"],
+            [
+                "case",
+                "req/s",
+                "x hello",
+                "target",
+                "",
+                "x roundtrip",
+                "p50 ms",
+                "p99 ms",
+                "errors",
+            ],
             rows,
         )
     )

@@ -5,13 +5,17 @@ through JWTSessionMiddleware in process (httpx2 ASGITransport); the token
 endpoint is a real DevIssuer on uvicorn at 127.0.0.1. Single flight means the
 issuer must see exactly ONE token request: that count is a correctness check,
 so this script exits 1 when it is not 1 (or when a request did not come out
-authenticated with new cookies). Latencies are printed, never judged.
+authenticated with new cookies). It also counts how often the expired
+access token's signature was checked: once per request is the target (the
+failed verify is the refresh proof; the issuer's new tokens are not
+counted). Latencies are printed, never judged.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import statistics
 import time
 from collections.abc import Sequence
@@ -23,6 +27,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from bench.common import banner, make_config, table
+from verifier.keys import KeyStore, VerificationKey
 from verifier.middleware import JWTSessionMiddleware
 from verifier.refresh import InProcessRefresher
 from verifier.testing import DevIssuer
@@ -31,6 +36,27 @@ from verifier.testing import DevIssuer
 async def _whoami(request: Request) -> PlainTextResponse:
     user = request.user
     return PlainTextResponse(user.identity if user.is_authenticated else "anonymous")
+
+
+def count_verifies(keys: KeyStore, token: str) -> list[int]:
+    """Count the signature checks of ``token`` through ``keys`` (a one-item list)."""
+    signing_input = token.rpartition(".")[0].encode("ascii")
+    count = [0]
+    key_for = keys.key_for
+
+    def counting_key_for(kid: str | None, alg: str) -> VerificationKey:
+        key = key_for(kid, alg)
+        verify = key.verify
+
+        def counted(data: bytes, signature: bytes) -> bool:
+            if data == signing_input:
+                count[0] += 1
+            return verify(data, signature)
+
+        return dataclasses.replace(key, verify=counted)
+
+    keys.key_for = counting_key_for  # type: ignore[method-assign]
+    return count
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
@@ -53,6 +79,7 @@ async def storm(issuer: DevIssuer, count: int) -> int:
         f"jwtedge_refresh={login['refresh_token']}"
     )
     before = issuer.stats.token_requests
+    verifies = count_verifies(app.verifier.keys, login["access_token"])
 
     latencies: list[float] = []
     outcomes = {"authenticated + new cookies": 0, "other": 0}
@@ -90,6 +117,10 @@ async def storm(issuer: DevIssuer, count: int) -> int:
         f"failed={stats.failed}"
     )
     print(f"outcomes: {outcomes}")
+    print(
+        f"verifies of the expired access token: {verifies[0]} for {count} requests = "
+        f"{verifies[0] / count:.2f} per request (target 1: the failed verify is the proof)"
+    )
     ms = [value * 1e3 for value in latencies]
     rows = [
         [

@@ -173,12 +173,11 @@ class CookieJar:
         access, id_, refresh = self._triples[secure]
         # One lookup per kind when the token came whole (the common case).
         values = cookies.get(access), cookies.get(id_), cookies.get(refresh)
+        # Positional: the frozen dataclass's keyword call costs more, on every request.
         return TokenSet(
-            access=values[0] or None if values[0] is not None else self._read_one(cookies, access),
-            id=values[1] or None if values[1] is not None else self._read_one(cookies, id_),
-            refresh=(
-                values[2] or None if values[2] is not None else self._read_one(cookies, refresh)
-            ),
+            values[0] or None if values[0] is not None else self._read_one(cookies, access),
+            values[1] or None if values[1] is not None else self._read_one(cookies, id_),
+            values[2] or None if values[2] is not None else self._read_one(cookies, refresh),
         )
 
     def _read_one(self, cookies: Mapping[str, str], name: str) -> str | None:
