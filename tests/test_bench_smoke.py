@@ -46,17 +46,29 @@ def test_verify_bench_profile_runs() -> None:
 
 def test_middleware_bench_runs_and_prints_overheads() -> None:
     result = run_bench("bench.middleware", "--quick")
-    assert_ran(result, "hello (no middleware)", "cached Bearer", "overhead")
+    assert_ran(result, "hello (no middleware)", "cached Bearer", "cached cookies", "own/hello")
+
+
+def test_middleware_bench_profile_splits_both_cached_paths() -> None:
+    result = run_bench("bench.middleware", "--profile", "--repeat", "100", "--rounds", "2")
+    assert_ran(
+        result,
+        "scan headers",
+        "cache hit: verifier.session()",
+        "SHA-256 key",
+        "TOTAL measured",
+        "cProfile, cached cookies",
+    )
 
 
 def test_refresh_storm_makes_one_token_request() -> None:
     result = run_bench("bench.refresh_storm", "--n", "50")
-    assert_ran(result, "token-endpoint calls", "joined=")
+    assert_ran(result, "token-endpoint calls", "joined=", "verifies of the expired access token")
 
 
 def test_memory_bench_runs_and_guards_the_network() -> None:
     result = run_bench("bench.memory", "--quick")
-    assert_ran(result, "MB per 10,000 entries", "network calls attempted: 0")
+    assert_ran(result, "MB per 10,000 entries", "KB / session", "network calls attempted: 0")
 
 
 def test_hostile_bench_runs_and_prints_every_figure_of_issue_17() -> None:
@@ -79,7 +91,7 @@ def test_http_bench_runs_with_wrk() -> None:
     result = run_bench(
         "bench.http", "--duration", "1", "--warmup", "0", "--tokens", "20", timeout=90
     )
-    assert_ran(result, "load: wrk", "session roundtrip", "x hello")
+    assert_ran(result, "load: wrk", "middleware cached cookies", "session roundtrip", "x hello")
 
 
 @pytest.mark.e2e

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import logging
 import time
@@ -48,6 +49,7 @@ from verifier.errors import (
     VerifierError,
 )
 from verifier.jwks import parse_jwks
+from verifier.keys import KeyStore, VerificationKey
 from verifier.middleware import JWTSessionMiddleware, get_session, refresh_now
 from verifier.refresh import InProcessRefresher
 from verifier.testing import DevIssuer
@@ -263,6 +265,7 @@ class Harness:
         network: bool = False,
         refresh: Mapping[str, Any] | None = None,
         cookies: Mapping[str, Any] | None = None,
+        keys: KeyStore | None = None,
     ) -> Edge:
         issuer = issuer or self.issuer
         config = AppConfig(
@@ -278,7 +281,7 @@ class Harness:
             refresh={"skew": SKEW, "grace": GRACE, **(refresh or {})},
             cookies=dict(cookies or {}),
         )
-        verifier = TokenVerifier.from_config(config, now=self.clock)
+        verifier = TokenVerifier.from_config(config, keys=keys, now=self.clock)
         # In process unless the test needs real sockets (a timeout is a socket's business).
         transport = None if network else httpx2.ASGITransport(app=issuer.app)
         refresher = InProcessRefresher.from_config(
@@ -406,6 +409,45 @@ async def test_a_hundred_concurrent_requests_with_an_expired_session_share_one_r
     assert new["refresh"] != tokens["refresh_token"]
     assert claims_of(edge.verifier, new["access"])["jti"] == new_jti
     assert all(response.headers["cache-control"] == "no-store" for response in responses)
+
+
+class CountingKeys(KeyStore):
+    """The issuer's keys, counting the signature checks of one token."""
+
+    def __init__(self, issuer: DevIssuer, token: str) -> None:
+        super().__init__(parse_jwks(issuer.jwks()))
+        self.watched = token.rpartition(".")[0].encode("ascii")
+        self.checks = 0
+
+    def key_for(self, kid: str | None, alg: str) -> VerificationKey:
+        key = super().key_for(kid, alg)
+        verify = key.verify
+
+        def counted(data: bytes, signature: bytes) -> bool:
+            if data == self.watched:
+                self.checks += 1
+            return verify(data, signature)
+
+        return dataclasses.replace(key, verify=counted)
+
+
+async def test_each_request_of_a_refresh_storm_checks_the_expired_tokens_signature_once(
+    harness: Harness, issuer: DevIssuer, clock: Clock
+) -> None:
+    tokens = harness.login()
+    keys = CountingKeys(issuer, tokens["access_token"])
+    edge = harness.edge(keys=keys)
+    clock.advance(PAST_EXPIRY)
+
+    async with edge.client() as client:
+        responses = await asyncio.gather(
+            *(client.get("/me", headers=cookie_header(tokens)) for _ in range(50))
+        )
+
+    assert all(response.json()["authenticated"] for response in responses)
+    assert issuer.stats.refresh_grants == 1
+    # The failed verify (expired) is the refresh proof: no second check per request.
+    assert keys.checks == 50
 
 
 async def test_the_new_cookies_authenticate_the_next_request_without_another_refresh(
