@@ -220,3 +220,21 @@ def rss_mb() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     raise RuntimeError("VmRSS not found in /proc/self/status")
+
+
+# -- issue 24's summary -------------------------------------------------------------
+
+#: ``run_all.sh`` points this at a file: each bench appends its figures there,
+#: and ``bench.summary`` prints them as one table at the end.
+RESULTS_ENV = "BENCH_RESULTS"
+
+
+def record(row: str, value: float, **details: object) -> None:
+    """Append one figure of issue 24's table to ``$BENCH_RESULTS`` (nothing when unset)."""
+    path = os.environ.get(RESULTS_ENV)
+    if not path:
+        return
+    import json
+
+    with open(path, "a", encoding="utf-8") as out:
+        out.write(json.dumps({"row": row, "value": value, **details}) + "\n")

@@ -56,6 +56,7 @@ from bench.common import (
     median,
     mint,
     paired_ratio,
+    record,
     spread,
     table,
 )
@@ -489,6 +490,9 @@ def report(
         base = baselines[label]
         ratio = paired_ratio(rps[label], rps[base])
         target = TARGETS.get(label)
+        if target:
+            row = "http_bearer" if "Bearer" in label else "http_cookies"
+            record(row, ratio, spread=spread(rps[label]), rounds=len(rps[label]))
         rows.append(
             [
                 label,

@@ -48,6 +48,7 @@ from bench.common import (
     banner,
     make_config,
     make_issuer,
+    record,
     rss_mb,
     table,
 )
@@ -290,6 +291,12 @@ def report_phase(size: int, lines: list[dict[str, Any]], alg: str) -> dict[str, 
         f"({per_10k / BATCH * 1000:.2f} KB per session); after full: {after_full:+.1f} MB over "
         f"{end['verified'] - full['verified']:,} more sessions"
         + ("" if abs(after_full) < max(2.0, 0.05 * (full["rss"] - base)) else "  <- GROWTH")
+    )
+    record(
+        f"memory_{size}",
+        per_10k / BATCH * 1000,
+        after_full_mb=after_full,
+        more=end["verified"] - full["verified"],
     )
     return {
         "per_10k": per_10k,

@@ -40,6 +40,7 @@ from bench.common import (
     make_issuer,
     median,
     paired_ratio,
+    record,
     spread,
     table,
 )
@@ -210,6 +211,9 @@ def report(samples: dict[str, list[float]], requests: Requests, repeat: int, rou
         own, own_spread, ratio = overheads(samples)[name]
         target = TARGETS.get(name)
         hello_us = median(samples[HELLO])
+        if target:
+            row = "inproc_bearer" if name == BEARER else "inproc_cookies"
+            record(row, own, spread=own_spread, ratio=own / hello_us)
         rows.append(
             [
                 name,

@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from bench.common import banner, make_config, table
+from bench.common import banner, make_config, record, table
 from verifier.keys import KeyStore, VerificationKey
 from verifier.middleware import JWTSessionMiddleware
 from verifier.refresh import InProcessRefresher
@@ -117,6 +117,7 @@ async def storm(issuer: DevIssuer, count: int) -> int:
         f"failed={stats.failed}"
     )
     print(f"outcomes: {outcomes}")
+    record("storm", verifies[0] / count, verifies=verifies[0], requests=count)
     print(
         f"verifies of the expired access token: {verifies[0]} for {count} requests = "
         f"{verifies[0] / count:.2f} per request (target 1: the failed verify is the proof)"
