@@ -228,11 +228,14 @@ _PIECES = st.sampled_from(
         "\xa0",
         "a",
         "eyJ.x_Y-z",
+        "\n",
+        "\x1f",
+        ";;",
     ]
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(pieces=st.lists(_PIECES, max_size=24), forward=st.booleans())
 def test_the_cookie_scan_reads_every_pair_as_the_split_parse_does(
     pieces: list[str], forward: bool

@@ -79,6 +79,7 @@ OnError = Callable[[HTTPConnection, VerifierError], Response]
 #: logout) reads here which ones exist, and clears only those.
 COOKIES_PRESENT_KEY = "jwtedge.cookies_present"
 _NO_TOKENS = TokenSet()
+_NO_COOKIE_TOKENS = (False, _NO_TOKENS)
 
 
 class _NoCredentials(AuthCredentials):
@@ -341,7 +342,7 @@ class JWTSessionMiddleware(RefreshDecisions):
         if not request.cookies:
             # No token cookie at all (Bearer and anonymous callers): skip the
             # Secure decision and name lookups, nothing will be read or written.
-            return False, _NO_TOKENS
+            return _NO_COOKIE_TOKENS
         secure = self._secure(scope, request)
         return secure, self.jar.read(request.cookies, secure=secure)
 

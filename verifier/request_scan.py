@@ -40,6 +40,9 @@ _READ = {
     b"host": _HOST,
 }
 _NO_NAMES: tuple[str, ...] = ()
+#: Shared by every request without token cookies (never written: a request
+#: that finds one gets its own dict).
+_NO_COOKIES: dict[str, str] = {}
 
 
 class Scanned:
@@ -65,7 +68,7 @@ class Scanned:
         #: The first ``Host`` value, raw (``None``: none was sent).
         self.host: bytes | None = None
         #: Token cookies by name (empty when a name came twice).
-        self.cookies: dict[str, str] = {}
+        self.cookies: dict[str, str] = _NO_COOKIES
         #: Every token cookie name carried, once each, in order.
         self.cookie_names: tuple[str, ...] = _NO_NAMES
         self.duplicate_cookies = False
@@ -148,16 +151,18 @@ class HeaderScanner:
         if request.duplicate_cookies:
             # Which copy is the user's cannot be told: a sibling host may have
             # planted one (cookie tossing). None of them is a credential.
-            request.cookies = {}
+            request.cookies = _NO_COOKIES
         return request
 
     def _take_cookies(self, request: Scanned, names: list[str], raw: bytes) -> bytes | None:
         """Collect the token cookies of one ``Cookie`` value (a name seen twice is
         noted); the value without them, or ``None`` when it stays as it is.
 
-        Pairs are split at ``;`` and at their first ``=``, names and values
-        stripped (as :func:`~verifier.cookies.parse_cookie_header` reads
-        them); a token value is copied out once, other pairs not at all.
+        Read as :func:`~verifier.cookies.parse_cookie_header` reads it: pairs
+        split at every ``;`` and at their first ``=``, names and values
+        stripped. (Of the ways measured, ``split`` and ``partition`` in C with
+        a set lookup per name was the fastest: ``find`` loops and a regex
+        pass cost more.)
         """
         header = raw.decode("latin-1")
         stems = self.stems
@@ -166,29 +171,23 @@ class HeaderScanner:
         token_names = self.jar.token_names
         is_token_cookie = self.jar.is_token_cookie
         cookies = request.cookies
+        if cookies is _NO_COOKIES:
+            cookies = request.cookies = {}
         kept = []
         taken = False
-        find = header.find
-        size = len(header)
-        start = 0
-        while start <= size:
-            end = find(";", start)
-            if end < 0:
-                end = size
-            equals = find("=", start, end)
-            if equals >= 0:
-                name = header[start:equals].strip()
+        for part in header.split(";"):
+            name, equals, value = part.partition("=")
+            if equals:
+                name = name.strip()
                 if name in token_names or (name.startswith(stems) and is_token_cookie(name)):
                     taken = True
                     if name in cookies:
                         request.duplicate_cookies = True
                     else:
-                        cookies[name] = header[equals + 1 : end].strip()
+                        cookies[name] = value.strip()
                         names.append(name)
-                    start = end + 1
                     continue
-            kept.append(header[start:end])
-            start = end + 1
+            kept.append(part)
         if not taken or self.forward:
             return None
         return ";".join(kept).strip().encode("latin-1")

@@ -32,6 +32,7 @@ __all__ = [
     "SessionParts",
     "User",
     "role_rank",
+    "shared_parts",
 ]
 
 _T = TypeVar("_T")
@@ -351,8 +352,6 @@ class Session(AuthCredentials):
         it is used only when ``parts.user`` is ``None``. ``access_payload``
         and ``id_payload`` are the JSON the claims were read from: given, the
         session keeps them instead of the claims (see the class doc).
-        Memberships, projects, scopes, roles and permissions equal to another
-        session's are shared with it (many users hold the same ones).
         """
         user = parts.user
         if user is None:
@@ -360,15 +359,14 @@ class Session(AuthCredentials):
         sid = parts.session_id
         if sid is None:
             sid = access.get("sid", (id_claims or {}).get("sid"))
-        active = parts.active_organization
         return cls(
             user=user,
-            organizations=_share_all(parts.organizations),
-            projects=_share_all(parts.projects),
-            token_scopes=_share(parts.scopes),
-            roles=_share(parts.roles),
-            permissions=_share(parts.permissions),
-            active_organization=_share(active) if active is not None else None,
+            organizations=parts.organizations,
+            projects=parts.projects,
+            token_scopes=parts.scopes,
+            roles=parts.roles,
+            permissions=parts.permissions,
+            active_organization=parts.active_organization,
             role_ranks=role_ranks,
             session_id=sid if isinstance(sid, str) else None,
             expires_at=float(access["exp"]),
@@ -376,6 +374,21 @@ class Session(AuthCredentials):
             id_claims=id_claims if id_claims is None or id_payload is None else id_payload,
             issued_at=numeric_date(access.get("iat")),
         )
+
+
+def shared_parts(parts: SessionParts) -> SessionParts:
+    """``parts`` with memberships, projects, scopes, roles and permissions equal
+    to another cached session's replaced by that session's own objects (many
+    users hold the same ones: kept once, not once per session)."""
+    active = parts.active_organization
+    return parts._replace(
+        organizations=_share_all(parts.organizations),
+        projects=_share_all(parts.projects),
+        scopes=_share(parts.scopes),
+        roles=_share(parts.roles),
+        permissions=_share(parts.permissions),
+        active_organization=_share(active) if active is not None else None,
+    )
 
 
 def numeric_date(value: object) -> float | None:

@@ -55,7 +55,7 @@ from .profiles import (
     apply_overrides,
     get_profile,
 )
-from .session import Session
+from .session import Session, shared_parts
 from .session_cache import CacheStats, ExpiredProofs, SessionCache, cache_key
 
 if TYPE_CHECKING:
@@ -555,6 +555,9 @@ class TokenVerifier:
     ) -> Session:
         context = self.context
         parts = apply_overrides(self.claims_mapper(access, id_claims, context), access, context)
+        if payload is not None:
+            # Cached: what it has in common with other cached sessions is kept once.
+            parts = shared_parts(parts)
         user_id = self.profile.subject(access) if self._custom_subject else None
         return Session.from_parts(
             access,
