@@ -219,6 +219,8 @@ _PIECES = st.sampled_from(
         "jwtedge_id.1",
         "jwtedge_refresh",
         "jwtedge_access.17",
+        "__Host-jwtedge_id.9",
+        "__Host-",
         "xjwtedge_access",
         "theme",
         "=",

@@ -134,6 +134,8 @@ class CookieJar:
             for name in (prefixed, *(f"{prefixed}.{i}" for i in range(settings.max_chunks)))
         )
         self._stems = tuple({*bases, *("__Host-" + base for base in bases)})
+        #: What every token cookie name starts with: a base name, or it with ``__Host-``.
+        self.stems = self._stems
         #: Every token cookie name up to ``max_chunks`` chunks, with and without
         #: ``__Host-`` (:meth:`is_token_cookie` also knows chunks past that).
         self.token_names = self._known

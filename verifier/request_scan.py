@@ -168,8 +168,8 @@ class HeaderScanner:
         stems = self.stems
         if stems[0] not in header and stems[1] not in header and stems[2] not in header:
             return None
-        token_names = self.jar.token_names
-        is_token_cookie = self.jar.is_token_cookie
+        jar = self.jar
+        token_names, starts, is_token_cookie = jar.token_names, jar.stems, jar.is_token_cookie
         cookies = request.cookies
         if cookies is _NO_COOKIES:
             cookies = request.cookies = {}
@@ -179,7 +179,7 @@ class HeaderScanner:
             name, equals, value = part.partition("=")
             if equals:
                 name = name.strip()
-                if name in token_names or (name.startswith(stems) and is_token_cookie(name)):
+                if name in token_names or (name.startswith(starts) and is_token_cookie(name)):
                     taken = True
                     if name in cookies:
                         request.duplicate_cookies = True
