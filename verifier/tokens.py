@@ -30,6 +30,9 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from .claim_rules import audiences as _audiences
+from .claim_rules import is_at_jwt as _is_at_jwt
+from .claim_rules import numeric_date as _numeric_date
 from .clock import Clock, wall_clock
 from .errors import (
     AlgorithmNotAllowed,
@@ -75,36 +78,6 @@ __all__ = [
 ]
 
 _ID_TOKEN_ONLY = ("nonce", "at_hash", "c_hash")
-
-
-def _numeric_date(claims: Mapping[str, Any], name: str, *, required: bool) -> float | None:
-    value = claims.get(name)
-    if value is None:
-        if required or name in claims:
-            raise ClaimsInvalid(f'the "{name}" claim is required', claim=name)
-        return None
-    # bool is an int subclass; NaN and infinities are not dates.
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ClaimsInvalid(f'the "{name}" claim is not a NumericDate', claim=name)
-    return float(value)
-
-
-def _is_at_jwt(typ: object) -> bool:
-    if not isinstance(typ, str):
-        return False
-    typ = typ.lower()
-    return typ.removeprefix("application/") == "at+jwt"
-
-
-def _audiences(claims: Mapping[str, Any], name: str = "aud") -> list[str]:
-    aud = claims.get(name)
-    if aud is None:
-        raise AudienceMismatch(f'the token has no "{name}" claim')
-    if isinstance(aud, str):
-        return [aud]
-    if isinstance(aud, list) and aud and all(isinstance(item, str) for item in aud):
-        return aud
-    raise ClaimsInvalid(f'the "{name}" claim is neither a string nor a list of strings', claim=name)
 
 
 def _overrides(profile: Profile, name: str) -> bool:
