@@ -45,7 +45,7 @@ run 150 bench.http --duration 3 --rounds 5
 run 30 bench.refresh_storm
 run 150 bench.memory
 run 90 bench.hostile --n 30 --rounds 7
-run 45 bench.middleware --profile --rounds 5
+run 60 bench.middleware --profile
 run 30 bench.verify --profile
 run 10 bench.summary "$BENCH_RESULTS"
 

@@ -32,7 +32,7 @@ from verifier.keys import KeyStore, VerificationKey
 from verifier.middleware import COOKIES_PRESENT_KEY, JWTSessionMiddleware
 from verifier.request_scan import HeaderScanner, Scanned
 from verifier.session import Session
-from verifier.session_cache import ExpiredProofs, cache_key
+from verifier.session_cache import DIGEST_MEMO, ExpiredProofs, SessionCache, cache_key
 from verifier.testing import DevIssuer
 from verifier.tokens import TokenVerifier
 
@@ -417,3 +417,14 @@ def test_kept_proofs_are_bounded() -> None:
     assert len(proofs.entries) == 3
     assert proofs.get("a.b.9") == {"sub": "9"}
     assert proofs.get("a.b.0") is None
+
+
+def test_the_digest_memo_maps_each_exact_string_to_its_own_digest_and_stays_bounded() -> None:
+    cache = SessionCache(16)
+
+    for index in range(3 * DIGEST_MEMO):
+        assert cache.key(f"a.b.{index}") == cache_key(f"a.b.{index}")
+        assert len(cache.digests) <= DIGEST_MEMO
+    assert cache.key("a.b.c", "d.e.f") == cache_key("a.b.c", "d.e.f")
+    assert cache.key("a.b.c", "d.e.f") != cache.key("a.b.c")
+    assert cache.key("a.b.\u00e9") is None

@@ -10,6 +10,12 @@ replaces the token strings (~1.2 KB, ~2 KB with an ID token) as the key;
 SHA-256 is the fastest digest the standard library has here (SHA-NI, about
 1 µs for a 1.2 KB token: ``bench/middleware.py --profile`` measures it).
 
+The digests of the last :data:`DIGEST_MEMO` distinct tokens (or pairs) are
+remembered by their exact strings: a browser sends the same cookies with
+every request of a page load, so a hot token costs a str hash instead of a
+SHA-256. The memo is bounded (it starts over when full) and only ever maps a
+string to its own digest, so it cannot serve anything a lookup would not.
+
 An entry holds the :class:`~verifier.session.Session` (whose claims stay as
 payload bytes until read), when it may be served (``valid_from <= now <
 valid_until``: every time check with leeway) and the kids that signed it, so
@@ -33,7 +39,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .session import Session
 
-__all__ = ["CacheStats", "ExpiredProofs", "SessionCache", "cache_key"]
+__all__ = ["DIGEST_MEMO", "CacheStats", "ExpiredProofs", "SessionCache", "cache_key"]
+
+#: Distinct tokens (or pairs) whose digest is remembered: ~600 KB at most.
+DIGEST_MEMO = 256
 
 
 def cache_key(access_token: str, id_token: str | None = None) -> bytes | None:
@@ -84,12 +93,14 @@ class SessionCache:
     diagnostics); the hot path calls :meth:`get` with a key it computed once.
     """
 
-    __slots__ = ("_kid_pairs", "entries", "size")
+    __slots__ = ("_kid_pairs", "digests", "entries", "size")
 
     def __init__(self, size: int) -> None:
         self.size = size
         # stdlib OrderedDict keeps a hit to one lookup and one move_to_end.
         self.entries: OrderedDict[bytes, _Entry] = OrderedDict()
+        #: Exact token (or (access, ID) pair) -> its cache_key, for hot tokens.
+        self.digests: dict[str | tuple[str, str], bytes] = {}
         # Every entry of one key holds the same (kid, kid) pair: one tuple, shared.
         self._kid_pairs: dict[tuple[str | None, str | None], tuple[str | None, str | None]] = {}
 
@@ -101,6 +112,19 @@ class SessionCache:
             return False
         key = cache_key(*pair)
         return key is not None and key in self.entries
+
+    def key(self, access_token: str, id_token: str | None = None) -> bytes | None:
+        """:func:`cache_key`, remembered for the last :data:`DIGEST_MEMO` distinct inputs."""
+        exact = access_token if id_token is None else (access_token, id_token)
+        key = self.digests.get(exact)
+        if key is None:
+            key = cache_key(access_token, id_token)
+            if key is None:
+                return None
+            if len(self.digests) >= DIGEST_MEMO:
+                self.digests.clear()
+            self.digests[exact] = key
+        return key
 
     def get(self, key: bytes, now: float) -> Session | None:
         """The session cached under ``key`` while ``now`` is inside its validity, else ``None``
@@ -141,6 +165,7 @@ class SessionCache:
 
     def clear(self) -> None:
         self.entries.clear()
+        self.digests.clear()
 
 
 class ExpiredProofs:

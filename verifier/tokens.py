@@ -59,7 +59,7 @@ from .profiles import (
     get_profile,
 )
 from .session import Session, shared_parts
-from .session_cache import CacheStats, ExpiredProofs, SessionCache, cache_key
+from .session_cache import CacheStats, ExpiredProofs, SessionCache
 
 if TYPE_CHECKING:
     from .config import AppConfig, ClaimsSettings
@@ -482,7 +482,10 @@ class TokenVerifier:
             if len(access_token) > limit or (id_token is not None and len(id_token) > limit):
                 check_size(access_token, limit)
                 check_size(id_token or "", limit)
-            key = cache_key(access_token, id_token)
+            # The digest of a hot token is remembered (SessionCache.key, inline).
+            key = cache.digests.get(access_token if id_token is None else (access_token, id_token))
+            if key is None:
+                key = cache.key(access_token, id_token)
             if key is not None:
                 # SessionCache.get, inline: this is every cached request.
                 entry = cache.entries.get(key)
