@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from joserfc.jws import JWSRegistry
 
-from .config import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, MIN_HS_SECRET_BYTES
+from .config_types import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, MIN_HS_SECRET_BYTES
 from .errors import AlgorithmNotAllowed, KeyNotFound
 from .jwks import EC_CURVE_ALGS, JWKSet, PublicJWK
 
