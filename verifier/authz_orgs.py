@@ -110,7 +110,7 @@ def resolve_org(
     explicit: str | None = None,
     active_claim: str = DEFAULT_ACTIVE_ORG_CLAIM,
 ) -> Organization:
-    """The organization this request acts in (see the module doc for the order).
+    """The organization this request acts in (:mod:`verifier.authz` sets out the order).
 
     ``explicit_id`` matches ids only, ``explicit_slug`` slugs only, and
     ``explicit`` (a path parameter) an id, then a slug; empty values count as
