@@ -12,7 +12,7 @@ child process). It installs its own SIGINT/SIGTERM handlers: uvicorn re-raises
 a captured signal after shutdown, which would turn Ctrl-C into a traceback or
 a non-zero exit; here the servers stop in order and the command exits 0.
 
-Registered on the Typer app by :mod:`deploy.cli` (imported at its end).
+Registered on the Typer app by :mod:`deploy.cli`.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ from verifier.testing import DevIssuer
 
 from .bake import BakeResult
 from .bake import bake as run_bake
-from .cli import ISSUER, USAGE, _exit, _say, _seams, app
+from .console import ISSUER, USAGE, exit_with, say
+from .seams import seams_of
 
 __all__ = [
     "APP_FACTORY",
@@ -155,7 +156,6 @@ def _uvicorn_run(app: ASGIApp | str, **options: Any) -> None:
     uvicorn.run(app, **options)
 
 
-@app.command()
 def serve(
     ctx: typer.Context,
     host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
@@ -207,22 +207,22 @@ def serve(
     source and the worker setup are checked first: any problem is one line on
     stderr and exit 2, with the setting named and no secret echoed.
     """
-    seams = _seams(ctx)
+    seams = seams_of(ctx)
     if log_level not in _LOG_LEVELS:
-        _exit(USAGE, f"--log-level must be one of {', '.join(_LOG_LEVELS)}")
+        exit_with(USAGE, f"--log-level must be one of {', '.join(_LOG_LEVELS)}")
     if env_file is not None and not env_file.is_file():
-        _exit(USAGE, f"--env-file {env_file}: no such file")
+        exit_with(USAGE, f"--env-file {env_file}: no such file")
     try:
         config = AppConfig() if env_file is None else AppConfig(_env_file=env_file)
     except ConfigInvalid as exc:
-        _exit(USAGE, exc.message)
+        exit_with(USAGE, exc.message)
     problem = serve_problem(config, workers=workers)
     if problem is not None:
-        _exit(USAGE, problem)
+        exit_with(USAGE, problem)
     try:
         application = create_app(config)  # validates the login settings too; no I/O
     except ConfigInvalid as exc:
-        _exit(USAGE, exc.message)
+        exit_with(USAGE, exc.message)
     options: dict[str, Any] = {
         "host": host,
         "port": port,
@@ -242,7 +242,7 @@ def serve(
         options["factory"] = True
         if env_file is not None:
             options["env_file"] = str(env_file)
-    _say(f"jwtedge: serving on http://{host}:{port} ({workers} worker(s))", "dim")
+    say(f"jwtedge: serving on http://{host}:{port} ({workers} worker(s))", "dim")
     runner: Callable[..., None] = seams.run_server or _uvicorn_run
     runner(target, **options)
 
@@ -352,7 +352,7 @@ def _bind(port: int) -> socket.socket:
         sock.bind(("127.0.0.1", port))
     except OSError as exc:
         sock.close()
-        _exit(USAGE, f"cannot listen on 127.0.0.1:{port} ({exc.strerror or 'in use'})")
+        exit_with(USAGE, f"cannot listen on 127.0.0.1:{port} ({exc.strerror or 'in use'})")
     return sock
 
 
@@ -371,7 +371,6 @@ def _stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(sig, old)
 
 
-@app.command()
 def demo(
     port: Annotated[
         int, typer.Option("--port", min=0, max=65535, help="App port on 127.0.0.1 (0: any).")
@@ -393,7 +392,7 @@ def demo(
     offline. Stop with Ctrl-C: both servers shut down and the exit code is 0.
     """
     if log_level not in _LOG_LEVELS:
-        _exit(USAGE, f"--log-level must be one of {', '.join(_LOG_LEVELS)}")
+        exit_with(USAGE, f"--log-level must be one of {', '.join(_LOG_LEVELS)}")
     access_log = log_level in ("info", "debug", "trace")
     with _stop_on_signals() as stop, DevIssuer.serve(port=issuer_port) as issuer:
         issuer.add_user(
@@ -407,7 +406,7 @@ def demo(
         try:
             result = asyncio.run(_bake_from(issuer.url))
         except JWKSError as exc:
-            _exit(ISSUER, f"cannot bake the dev issuer's keys: {exc.message}")
+            exit_with(ISSUER, f"cannot bake the dev issuer's keys: {exc.message}")
         sock = _bind(port)
         with sock:
             app_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
@@ -430,4 +429,4 @@ def demo(
                 while not stop.wait(0.2):
                     if not running.alive:
                         break
-        _say("jwtedge demo: stopped", "dim")
+        say("jwtedge demo: stopped", "dim")

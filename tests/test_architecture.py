@@ -235,7 +235,6 @@ def test_no_import_cycle_between_project_modules_at_run_time() -> None:
     )
 
 
-@SPLITS_PENDING
 @pytest.mark.parametrize(
     "statement", ["import verifier.tokens", "from verifier import TokenVerifier"]
 )

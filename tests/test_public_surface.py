@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import importlib
+import os
+import subprocess
+import sys
 import types
 
 import pytest
 
 import verifier
+from tests.conftest import REPO
 
 #: Every name ``verifier`` exports. Extend this when the package exports more.
 EXPORTED = (
@@ -29,13 +33,32 @@ def test_all_is_exactly_the_pinned_names_sorted() -> None:
 
 
 def test_every_public_attribute_of_the_package_is_in_all() -> None:
+    # dir(), not vars(): the package loads its names on first use (PEP 562).
     public = {
         name
-        for name, value in vars(verifier).items()
-        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+        for name in dir(verifier)
+        if not name.startswith("_") and not isinstance(getattr(verifier, name), types.ModuleType)
     }
 
     assert public == set(verifier.__all__)
+
+
+def test_importing_the_package_loads_none_of_its_modules() -> None:
+    probe = (
+        "import sys, verifier\nprint(sorted(m for m in sys.modules if m.startswith('verifier.')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize("name", EXPORTED)

@@ -22,16 +22,19 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from joserfc.jws import JWSRegistry
 
-from .config import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, MIN_HS_SECRET_BYTES
+from .config_types import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, MIN_HS_SECRET_BYTES
 from .errors import AlgorithmNotAllowed, KeyNotFound
 from .jwks import EC_CURVE_ALGS, JWKSet, PublicJWK
-from .remote import RemoteKeys, RemoteKeysStats, RemoteMode
 
 if TYPE_CHECKING:
     from .config import AppConfig
+    from .remote import RemoteKeys, RemoteKeysStats, RemoteMode
 
-# The remote layer lives in remote.py (this module stays the no-I/O part);
-# it is re-exported here so callers import every key concern from one place.
+# The remote layer lives in remote.py (this module stays the no-I/O part). Its
+# names are still importable from here, but loaded only when asked for
+# (PEP 562): importing the KeyStore must not import remote -> fetch -> httpx2.
+_REMOTE_NAMES = frozenset({"RemoteKeys", "RemoteKeysStats", "RemoteMode"})
+
 __all__ = [
     "KeyStore",
     "RemoteKeys",
@@ -44,6 +47,14 @@ __all__ = [
 _HMAC_DIGESTS = {"HS256": "sha256", "HS384": "sha384", "HS512": "sha512"}
 
 Verify = Callable[[bytes, bytes], bool]
+
+
+def __getattr__(name: str) -> object:
+    if name in _REMOTE_NAMES:
+        from . import remote
+
+        return getattr(remote, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def canonical_alg(alg: str) -> str:

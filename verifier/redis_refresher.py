@@ -43,7 +43,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -53,25 +52,40 @@ from typing import Any
 import httpx2
 import orjson
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
-from redis.backoff import AbstractBackoff, NoBackoff
-from redis.exceptions import RedisError
 
 from .config import AppConfig
 from .errors import ConfigInvalid, RefreshFailed, VerifierError
-from .refresh import (
+from .inprocess_refresher import (
     ClientAuth,
     InProcessRefresher,
+    Kept,
     RefreshResult,
     RefreshStats,
-    _Kept,
-    _retrieve,
+    mark_retrieved,
     token_key,
+)
+from .redis_store import (
+    ACQUIRE,
+    CLAIM_PROOF,
+    FAILED_TTL,
+    MIN_STORE_KEY_BYTES,
+    NO_BACKOFF,
+    OURS,
+    REDIS_ERRORS,
+    RELEASE_PROOF,
+    RENEW,
+    SETTLE,
+    SETTLED,
+    SPENT_TTL_CAP,
+    STORE_KEY_SETTING,
+    Sealer,
+    StoreKeys,
+    encode_result,
+    ms,
+    store_key_bytes,
 )
 from .tokens import TokenVerifier
 
@@ -79,83 +93,6 @@ __all__ = ["FAILED_TTL", "MIN_STORE_KEY_BYTES", "RedisRefreshStats", "RedisRefre
 
 logger = logging.getLogger("jwtedge.refresh.redis")
 
-#: ``refresh.store_key`` must hold at least this many bytes.
-MIN_STORE_KEY_BYTES = 32
-#: Spent markers live at most this long (and never longer than the refresh cookie).
-SPENT_TTL_CAP = 86400.0
-#: Refused-token markers live this long: shorter than spent ones, which matter more.
-FAILED_TTL = 3600.0
-_STORE_KEY_SETTING = "APP_CONFIG_REFRESH__STORE_KEY"
-_SEAL_VERSION = b"\x01"
-_NONCE_BYTES = 12
-_HKDF_INFO = b"jwtedge refresh store v1"
-#: Typed alias: older redis-py releases leave NoBackoff unannotated.
-_NO_BACKOFF: Callable[[], AbstractBackoff] = NoBackoff
-#: Everything a Redis outage raises: redis-py's tree, socket errors, timeouts.
-_REDIS_ERRORS = (RedisError, OSError, TimeoutError)
-
-# KEYS: lease, result, spent, failed. ARGV: owner, lease ms.
-# 1: the lease is ours; 0: another flight holds it; 2: the token is settled.
-_ACQUIRE = """
-if redis.call('exists', KEYS[2]) == 1 or redis.call('exists', KEYS[3]) == 1
-    or redis.call('exists', KEYS[4]) == 1 then
-  return 2
-end
-if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return 1
-end
-return 0
-"""
-# KEYS: lease. ARGV: owner, lease ms. Extends the lease only while it is ours.
-_RENEW = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('pexpire', KEYS[1], ARGV[2])
-end
-return 0
-"""
-# KEYS: lease, result, spent, failed. ARGV: owner, sealed result or '', result ms,
-# spent ms or '', channel, message, failed ms or ''. Returns 1 when the lease was still ours.
-_SETTLE = """
-local owned = redis.call('get', KEYS[1]) == ARGV[1]
-if owned then
-  redis.call('del', KEYS[1])
-end
-if ARGV[2] ~= '' then
-  redis.call('set', KEYS[2], ARGV[2], 'PX', ARGV[3], 'NX')
-end
-if ARGV[4] ~= '' then
-  redis.call('set', KEYS[3], '1', 'PX', ARGV[4])
-end
-if ARGV[7] ~= '' then
-  redis.call('set', KEYS[4], '1', 'PX', ARGV[7])
-end
-redis.call('publish', ARGV[5], ARGV[6])
-if owned then
-  return 1
-end
-return 0
-"""
-# KEYS: proof hold. ARGV: refresh-token key, hold ms. 1: this proof may drive
-# the call for that token (free, or already held for it); 0: cooling down or busy.
-_CLAIM_PROOF = """
-local held = redis.call('get', KEYS[1])
-if not held then
-  redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-if held == ARGV[1] then
-  return 1
-end
-return 0
-"""
-# KEYS: proof hold. ARGV: refresh-token key. Drops the hold only while it is for that token.
-_RELEASE_PROOF = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('del', KEYS[1])
-end
-return 0
-"""
-_OURS, _HELD, _SETTLED = 1, 0, 2
 #: Failures after which the token must never reach the issuer again because it
 #: is spent: the issuer answered 200 (so rotated it) with tokens that do not
 #: verify, or another process spent it.
@@ -183,27 +120,6 @@ class RedisRefreshStats(RefreshStats):
 
 
 @dataclass(frozen=True, slots=True)
-class _Keys:
-    lease: str
-    result: str
-    spent: str
-    failed: str
-    channel: str
-
-    @classmethod
-    def of(cls, namespace: str, key: str) -> _Keys:
-        base = f"{namespace}:{{{key}}}"
-        return cls(
-            f"{base}:lease", f"{base}:result", f"{base}:spent", f"{base}:failed", f"{base}:done"
-        )
-
-    @property
-    def settled(self) -> list[str]:
-        """The lease and the keys that settle a token, in the scripts' order."""
-        return [self.lease, self.result, self.spent, self.failed]
-
-
-@dataclass(frozen=True, slots=True)
 class _Landed:
     """What a flight produced: the result, whether this process's issuer call
     made it (for the initiator's own proof), and how long to keep it."""
@@ -211,40 +127,6 @@ class _Landed:
     result: RefreshResult
     called: bool
     keep: float
-
-
-class _Sealer:
-    """AES-256-GCM under a key derived from ``store_key``; the Redis key name is
-    the associated data, so a sealed value moved to another key does not open."""
-
-    def __init__(self, store_key: bytes) -> None:
-        hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_HKDF_INFO)
-        self._aead = AESGCM(hkdf.derive(store_key))
-
-    def seal(self, name: str, plain: bytes) -> bytes:
-        nonce = os.urandom(_NONCE_BYTES)
-        return _SEAL_VERSION + nonce + self._aead.encrypt(nonce, plain, name.encode())
-
-    def open(self, name: str, sealed: bytes) -> bytes:
-        if not sealed.startswith(_SEAL_VERSION):
-            raise InvalidTag
-        nonce, body = sealed[1 : 1 + _NONCE_BYTES], sealed[1 + _NONCE_BYTES :]
-        return self._aead.decrypt(nonce, body, name.encode())
-
-
-def _store_key_bytes(store_key: str | bytes) -> bytes:
-    raw = store_key.encode() if isinstance(store_key, str) else store_key
-    if len(raw) < MIN_STORE_KEY_BYTES:
-        raise ConfigInvalid(
-            f"invalid configuration: {_STORE_KEY_SETTING}: must be at least "
-            f"{MIN_STORE_KEY_BYTES} bytes",
-            problems=[_STORE_KEY_SETTING],
-        )
-    return raw
-
-
-def _ms(seconds: float) -> int:
-    return max(1, round(seconds * 1000))
 
 
 class RedisRefresher(InProcessRefresher):
@@ -300,14 +182,14 @@ class RedisRefresher(InProcessRefresher):
         # same object with the Redis counters typed.
         self._counters = RedisRefreshStats()
         self.stats = self._counters
-        self._sealer = _Sealer(_store_key_bytes(store_key))
+        self._sealer = Sealer(store_key_bytes(store_key))
         self._owns_redis = isinstance(redis, str)
         client: Redis = (
             Redis.from_url(
                 redis,
                 socket_timeout=redis_timeout,
                 socket_connect_timeout=redis_timeout,
-                retry=Retry(_NO_BACKOFF(), 1),
+                retry=Retry(NO_BACKOFF(), 1),
                 decode_responses=False,
             )
             if isinstance(redis, str)
@@ -319,11 +201,11 @@ class RedisRefresher(InProcessRefresher):
         self.failed_ttl = min(failed_ttl, spent_ttl)
         self.retry_after = retry_after
         self.namespace = namespace
-        self._acquire = client.register_script(_ACQUIRE)
-        self._renew_lease = client.register_script(_RENEW)
-        self._settle_script = client.register_script(_SETTLE)
-        self._claim_proof_script = client.register_script(_CLAIM_PROOF)
-        self._release_proof_script = client.register_script(_RELEASE_PROOF)
+        self._acquire = client.register_script(ACQUIRE)
+        self._renew_lease = client.register_script(RENEW)
+        self._settle_script = client.register_script(SETTLE)
+        self._claim_proof_script = client.register_script(CLAIM_PROOF)
+        self._release_proof_script = client.register_script(RELEASE_PROOF)
         self._shared: dict[str, asyncio.Future[_Landed]] = {}
         self._skip_redis_until: float | None = None
 
@@ -347,9 +229,9 @@ class RedisRefresher(InProcessRefresher):
             return InProcessRefresher.from_config(config, verifier, transport=transport, now=now)
         if settings.store_key is None:
             raise ConfigInvalid(
-                f"invalid configuration: {_STORE_KEY_SETTING} is required when "
+                f"invalid configuration: {STORE_KEY_SETTING} is required when "
                 "APP_CONFIG_REFRESH__REDIS_URL is set (it encrypts the token sets kept in Redis)",
-                problems=[_STORE_KEY_SETTING],
+                problems=[STORE_KEY_SETTING],
             )
         endpoint = config.endpoint("token")
         if endpoint is None or config.auth.client_id is None:
@@ -385,7 +267,7 @@ class RedisRefresher(InProcessRefresher):
         """Close the HTTP client, and the Redis client when this refresher made it."""
         await super().aclose()
         if self._owns_redis:
-            with contextlib.suppress(*_REDIS_ERRORS):
+            with contextlib.suppress(*REDIS_ERRORS):
                 await self._redis.aclose()
 
     async def refresh(
@@ -406,7 +288,7 @@ class RedisRefresher(InProcessRefresher):
             self._claim_proof(proof_key, key)
             # Its own task: a disconnecting client must not cancel the others' refresh.
             flight = asyncio.ensure_future(self._fly_shared(key, refresh_token, proof, proof_key))
-            flight.add_done_callback(_retrieve)
+            flight.add_done_callback(mark_retrieved)
             self._shared[key] = flight
         else:
             self.stats.joined += 1
@@ -431,7 +313,7 @@ class RedisRefresher(InProcessRefresher):
             self._release_proof(proof_key, key, failed=failed)
             raise
         else:
-            self._kept[key] = _Kept(landed.result, self.now() + landed.keep)
+            self._kept[key] = Kept(landed.result, self.now() + landed.keep)
             self._remember_spent(key)
             self._release_proof(proof_key, key, failed=False)
             return landed
@@ -455,7 +337,7 @@ class RedisRefresher(InProcessRefresher):
                 await self._claim_shared_proof(hold, key)
             try:
                 landed = await self._through_redis(
-                    _Keys.of(self.namespace, key), refresh_token, proof
+                    StoreKeys.of(self.namespace, key), refresh_token, proof
                 )
             except RefreshFailed as exc:
                 if hold is not None and exc.context.get("reason") != "cooldown":
@@ -464,7 +346,7 @@ class RedisRefresher(InProcessRefresher):
             if hold is not None:
                 await self._settle_shared_proof(hold, key, failed=False)
             return landed
-        except _REDIS_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             self._redis_failed(exc)
             return await self._in_process(refresh_token, proof)
 
@@ -472,7 +354,7 @@ class RedisRefresher(InProcessRefresher):
         """The proof's hold on Redis, for this token; :class:`RefreshFailed` (cooldown)
         while another replica's call with it runs or it cools down."""
         held = await self._claim_proof_script(
-            keys=[hold], args=[key, _ms(self.timeout + self.lease + 1.0)]
+            keys=[hold], args=[key, ms(self.timeout + self.lease + 1.0)]
         )
         if held != 1:
             raise RefreshFailed(
@@ -484,14 +366,14 @@ class RedisRefresher(InProcessRefresher):
         have answered, so a Redis failure here is logged, never retried in process."""
         try:
             if failed:
-                await self._redis.set(hold, b"cooldown", px=_ms(self.cooldown))
+                await self._redis.set(hold, b"cooldown", px=ms(self.cooldown))
             else:
                 await self._release_proof_script(keys=[hold], args=[key])
-        except _REDIS_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             self._redis_failed(exc)
 
     async def _through_redis(
-        self, keys: _Keys, refresh_token: str, proof: Mapping[str, Any] | None
+        self, keys: StoreKeys, refresh_token: str, proof: Mapping[str, Any] | None
     ) -> _Landed:
         owner = secrets.token_hex(16)
         deadline = self.now() + self.timeout + self.lease + 1.0
@@ -504,12 +386,12 @@ class RedisRefresher(InProcessRefresher):
         involved = False
         try:
             while True:
-                outcome = await self._acquire(keys=keys.settled, args=[owner, _ms(self.lease)])
+                outcome = await self._acquire(keys=keys.settled, args=[owner, ms(self.lease)])
                 self._redis_ok()
                 involved = True
-                if outcome == _OURS:
+                if outcome == OURS:
                     return await self._own(keys, owner, refresh_token, proof)
-                if outcome == _SETTLED:
+                if outcome == SETTLED:
                     landed = await self._read_settled(keys)
                     if landed is not None:
                         return landed
@@ -521,7 +403,7 @@ class RedisRefresher(InProcessRefresher):
                     continue  # the owner may have published before we subscribed
                 await self._wait(pubsub, min(step, deadline - self.now()))
                 step = min(step * 2, 0.2)
-        except _REDIS_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             if not involved:
                 raise
             self._redis_failed(exc)
@@ -533,7 +415,7 @@ class RedisRefresher(InProcessRefresher):
             if pubsub is not None:
                 # redis-py leaves PubSub.aclose unannotated.
                 close: Callable[[], Awaitable[None]] = pubsub.aclose
-                with contextlib.suppress(*_REDIS_ERRORS):
+                with contextlib.suppress(*REDIS_ERRORS):
                     await close()
 
     async def _wait(self, pubsub: PubSub, timeout: float) -> None:
@@ -550,7 +432,7 @@ class RedisRefresher(InProcessRefresher):
             raise RefreshFailed(f"the refresh failed in another process ({reason})", reason=reason)
 
     async def _own(
-        self, keys: _Keys, owner: str, refresh_token: str, proof: Mapping[str, Any] | None
+        self, keys: StoreKeys, owner: str, refresh_token: str, proof: Mapping[str, Any] | None
     ) -> _Landed:
         """Hold the lease (renewed) while this process calls the issuer, then settle."""
         self._counters.leases += 1
@@ -571,7 +453,7 @@ class RedisRefresher(InProcessRefresher):
         finally:
             # Not awaited: swallowing its CancelledError could swallow ours.
             renewer.cancel()
-        sealed = self._sealer.seal(keys.result, _encode(result))
+        sealed = self._sealer.seal(keys.result, encode_result(result))
         await self._settle(keys, owner, sealed, spent=True, message="done")
         return _Landed(result, called=True, keep=self.grace)
 
@@ -579,8 +461,8 @@ class RedisRefresher(InProcessRefresher):
         while True:
             await asyncio.sleep(self.lease / 3)
             try:
-                renewed = await self._renew_lease(keys=[lease_key], args=[owner, _ms(self.lease)])
-            except _REDIS_ERRORS as exc:
+                renewed = await self._renew_lease(keys=[lease_key], args=[owner, ms(self.lease)])
+            except REDIS_ERRORS as exc:
                 self._redis_failed(exc)
                 return
             if not renewed:
@@ -589,7 +471,7 @@ class RedisRefresher(InProcessRefresher):
 
     async def _settle(
         self,
-        keys: _Keys,
+        keys: StoreKeys,
         owner: str,
         sealed: bytes | None,
         *,
@@ -608,14 +490,14 @@ class RedisRefresher(InProcessRefresher):
                 args=[
                     owner,
                     sealed or b"",
-                    _ms(self.grace),
-                    _ms(self.spent_ttl) if spent else "",
+                    ms(self.grace),
+                    ms(self.spent_ttl) if spent else "",
                     keys.channel,
                     message,
-                    _ms(self.failed_ttl) if failed else "",
+                    ms(self.failed_ttl) if failed else "",
                 ],
             )
-        except _REDIS_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             self._redis_failed(exc)
             self._counters.degraded += 1
             return
@@ -627,7 +509,7 @@ class RedisRefresher(InProcessRefresher):
                 "the result is kept in process"
             )
 
-    async def _read_settled(self, keys: _Keys) -> _Landed | None:
+    async def _read_settled(self, keys: StoreKeys) -> _Landed | None:
         """The stored result, or :class:`RefreshFailed` when only the spent or
         refused marker is left."""
         async with self._redis.pipeline(transaction=True) as pipe:
@@ -706,9 +588,3 @@ class RedisRefresher(InProcessRefresher):
         if self._skip_redis_until is not None:
             self._skip_redis_until = None
             logger.info("Redis is back: refreshes are coordinated across processes again")
-
-
-def _encode(result: RefreshResult) -> bytes:
-    tokens = result.tokens
-    body = {"access_token": tokens.access, "id_token": tokens.id, "refresh_token": tokens.refresh}
-    return orjson.dumps({name: value for name, value in body.items() if value is not None})

@@ -28,11 +28,12 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from ..claim_paths import claim_at, parse_claim_path
 from ..errors import ClaimsInvalid
 from ..session import ROLE_RANK, Organization, Project, SessionParts, User
 
 if TYPE_CHECKING:
-    from ..config import ClaimsSettings
+    from ..config_sections import ClaimsSettings
 
 __all__ = [
     "DEFAULT_ROLE_RANKS",
@@ -58,40 +59,6 @@ DEFAULT_ROLE_RANKS: Mapping[str, int] = ROLE_RANK
 #: What a profile's access-token markers say about a token; ``None`` when they
 #: cannot tell (the generic rules decide).
 TokenKind = Literal["access", "id"]
-
-
-def parse_claim_path(text: str) -> tuple[str, ...]:
-    """A claim name, or an RFC 6901 JSON Pointer (``/realm_access/roles``), as path segments.
-
-    Anything not starting with ``/`` is one claim name, so namespaced URL
-    claims (``https://example.com/roles``) are names. Raises ``ValueError``
-    for an empty name or a malformed pointer (``~`` not followed by 0 or 1).
-    """
-    if not text:
-        raise ValueError("a claim name must not be empty")
-    if not text.startswith("/"):
-        return (text,)
-    segments = []
-    for raw in text[1:].split("/"):
-        if "~" in raw.replace("~0", "").replace("~1", ""):
-            raise ValueError(f"{text!r} is not an RFC 6901 JSON Pointer ('~' must be ~0 or ~1)")
-        segments.append(raw.replace("~1", "/").replace("~0", "~"))
-    return tuple(segments)
-
-
-def claim_at(claims: Mapping[str, Any], path: tuple[str, ...]) -> Any:
-    """The value at ``path`` (from :func:`parse_claim_path`), or ``None`` when absent.
-
-    Only objects are walked (RFC 6901 array indexes are not needed for claims).
-    """
-    value: Any = claims
-    for segment in path:
-        if type(value) is not dict and not isinstance(value, Mapping):
-            return None
-        value = value.get(segment)
-        if value is None:
-            return None
-    return value
 
 
 def _label(path: tuple[str, ...] | str) -> str:

@@ -1,37 +1,14 @@
-"""Sign-in for the reference app: authorization code + PKCE, callback, logout.
+"""The sign-in flow: ``/auth/login``, the callback and ``/auth/logout`` (:class:`LoginFlow`).
 
-Why it looks the way it does:
-
-- **No server-side state.** jwtedge is stateless, so what the callback must
-  check (``state``, ``nonce``, the PKCE verifier, the return path and the
-  redirect URI) travels in a short-lived cookie, sealed with AES-GCM under a
-  key derived (HKDF-SHA256) from ``login.state_key``. Every worker derives the
-  same key, so any worker can finish a login another one started. The cookie
-  is HttpOnly, SameSite=Lax (the callback is a top-level cross-site GET) and
-  lives 10 minutes.
-- **One cookie per pending login.** Its name carries a hash of the ``state``,
-  so two tabs signing in at once do not overwrite each other's cookie. The
-  AEAD's associated data is that name, so a sealed value cannot be replayed
-  under another login's name.
-- **The return path is local or refused.** ``next`` must be a path on this
-  site (:func:`safe_return_path`); anything that a browser could read as
-  another origin (``//host``, ``/\\host``, percent-encoded forms of either,
-  control characters) gets a 400, never a silent fallback, so a bad link is
-  noticed instead of quietly landing the user on ``/``.
-- **Tokens are verified before they become cookies**, the ID token's
-  ``nonce`` included, and nothing a page, a redirect or a log line says ever
-  holds a token: failures name a stable code (:class:`LoginError`).
-- **Logout** clears the cookies, revokes the refresh token where the issuer
-  has a revocation endpoint (best effort, bounded by a timeout) and, where it
-  has an end-session endpoint, sends the browser there with the configured
-  ``login.post_logout_redirect`` only. The refresh token is read by the
-  :class:`LogoutTokens` wrapper before the middleware strips token cookies.
+Authorization code with PKCE, the state carried in a sealed cookie
+(:mod:`verifier.login.state`), tokens verified before they become cookies,
+logout that revokes and ends the issuer session where it can. The reasons
+are set out in :mod:`verifier.login`.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import html
@@ -42,78 +19,52 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote_plus, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote_plus, urlencode, urlsplit, urlunsplit
 
 import httpx2
-import orjson
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .clock import wall_clock
-from .config import AppConfig
-from .cookies import CookieJar, TokenSet, request_is_secure
-from .errors import ConfigInvalid, VerifierError
-from .middleware import COOKIES_PRESENT_KEY, get_session
-from .oauth import TokenEndpointUnavailable, oauth_error, post_form
-from .remote import RemoteKeys
-from .tokens import TokenVerifier, check_size, unverified_header
+from ..clock import wall_clock
+from ..config import AppConfig
+from ..cookies import CookieJar, TokenSet, request_is_secure
+from ..errors import ConfigInvalid, VerifierError
+from ..middleware import COOKIES_PRESENT_KEY, get_session
+from ..oauth import TokenEndpointUnavailable, oauth_error, post_form
+from ..remote import RemoteKeys
+from ..tokens import TokenVerifier, check_size, unverified_header
+from .logout import LOGOUT_TOKENS_KEY
+from .state import (
+    MIN_STATE_KEY_BYTES,
+    STATE_COOKIE_PREFIX,
+    STATE_TTL,
+    LoginError,
+    Pending,
+    StateCipher,
+    safe_return_path,
+)
 
 __all__ = [
     "CALLBACK_PATH",
-    "LOGOUT_PATH",
-    "LOGOUT_TOKENS_KEY",
-    "MIN_STATE_KEY_BYTES",
     "OFFLINE_ACCESS_WARNING",
-    "STATE_COOKIE_PREFIX",
-    "STATE_TTL",
-    "LoginError",
     "LoginFlow",
     "LoginStats",
-    "LogoutTokens",
-    "StateCipher",
     "callback_path",
     "error_page",
     "login_enabled",
-    "safe_return_path",
 ]
 
 logger = logging.getLogger("jwtedge.login")
 
 CALLBACK_PATH = "/auth/callback"
-LOGOUT_PATH = "/auth/logout"
-#: Seconds a started login may take before its state cookie is refused.
-STATE_TTL = 600
-STATE_COOKIE_PREFIX = "jwtedge_login_"
-#: ``login.state_key`` must be at least this long: HKDF stretches, it adds no entropy.
-MIN_STATE_KEY_BYTES = 32
-#: Where :class:`LogoutTokens` leaves the tokens for the logout endpoint.
-LOGOUT_TOKENS_KEY = "jwtedge.logout_tokens"
 STATE_KEY_SETTING = "APP_CONFIG_LOGIN__STATE_KEY"
 
-_HKDF_INFO = b"jwtedge login state v1"
-_AAD_PREFIX = b"jwtedge-login-v1|"
 #: More pending logins than this in one browser: the older ones are cleared.
 _MAX_PENDING = 4
-_MAX_NEXT = 2048
 _MAX_STATE = 512
 _REVOKE_TIMEOUT = 5.0
 _ISSUER_ERROR = re.compile(r"[a-z_]{1,64}")
 _NO_STORE = {"Cache-Control": "no-store"}
-
-
-class LoginError(Exception):
-    """A refused sign-in step: a stable ``code`` and a message without secrets."""
-
-    def __init__(self, code: str, message: str, *, status: int = 400) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.status = status
 
 
 @dataclass
@@ -129,111 +80,6 @@ class LoginStats:
     revocations_failed: int = 0
     #: Logins that asked for ``offline_access`` and got no refresh token.
     refresh_token_missing: int = 0
-
-
-# -- the return path -------------------------------------------------------------
-
-
-def _unsafe_path(value: str) -> bool:
-    if not value.startswith("/") or value.startswith(("//", "/\\")):
-        return True
-    if "\\" in value or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
-        return True
-    parts = urlsplit(value)
-    return bool(parts.scheme or parts.netloc)
-
-
-def safe_return_path(value: str | None) -> str:
-    """``value`` when it is a path on this site; ``/`` when absent.
-
-    A local path starts with exactly one ``/``, has no scheme or host, no
-    backslash and no control character, both as given and after
-    percent-decoding (repeated, so ``%252F`` counts too). Anything else raises
-    :class:`LoginError` ``next_invalid`` (400).
-    """
-    if value is None or value == "":
-        return "/"
-    if len(value) > _MAX_NEXT:
-        raise LoginError("next_invalid", "the return path is too long")
-    decoded = value
-    for _ in range(4):
-        if _unsafe_path(decoded):
-            raise LoginError("next_invalid", "the return path must be a path on this site")
-        once = unquote(decoded)
-        if once == decoded:
-            return value
-        decoded = once
-    raise LoginError("next_invalid", "the return path is encoded too many times")
-
-
-# -- the state cookie ----------------------------------------------------------------
-
-
-class StateCipher:
-    """AES-256-GCM under a key derived from ``login.state_key`` (HKDF-SHA256)."""
-
-    def __init__(self, state_key: bytes) -> None:
-        if len(state_key) < MIN_STATE_KEY_BYTES:
-            raise ValueError(f"the state key must be at least {MIN_STATE_KEY_BYTES} bytes")
-        hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_HKDF_INFO)
-        self._aead = AESGCM(hkdf.derive(state_key))
-
-    def __repr__(self) -> str:
-        return "StateCipher(key=<hidden>)"
-
-    def seal(self, payload: dict[str, Any], *, aad: bytes) -> str:
-        """The payload encrypted and authenticated, as base64url text."""
-        nonce = secrets.token_bytes(12)
-        sealed = self._aead.encrypt(nonce, orjson.dumps(payload), _AAD_PREFIX + aad)
-        return base64.urlsafe_b64encode(nonce + sealed).rstrip(b"=").decode("ascii")
-
-    def open(self, value: str, *, aad: bytes) -> dict[str, Any]:
-        """The payload, or :class:`LoginError` ``state_invalid`` for anything tampered."""
-        try:
-            raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-            plain = self._aead.decrypt(raw[:12], raw[12:], _AAD_PREFIX + aad)
-            payload = orjson.loads(plain)
-        except (binascii.Error, ValueError, InvalidTag, orjson.JSONDecodeError):
-            raise LoginError("state_invalid", "the login state cookie is not valid") from None
-        if not isinstance(payload, dict):
-            raise LoginError("state_invalid", "the login state cookie is not valid")
-        return payload
-
-
-@dataclass(frozen=True, slots=True)
-class _Pending:
-    """What a started login left for its callback (never shown or logged)."""
-
-    state: str
-    nonce: str
-    verifier: str
-    next: str
-    redirect_uri: str
-    expires: float
-
-    def __repr__(self) -> str:
-        return f"_Pending(next={self.next!r})"
-
-    def to_payload(self) -> dict[str, Any]:
-        return {
-            "s": self.state,
-            "n": self.nonce,
-            "v": self.verifier,
-            "r": self.next,
-            "u": self.redirect_uri,
-            "e": self.expires,
-        }
-
-    @classmethod
-    def from_payload(cls, payload: dict[str, Any]) -> _Pending:
-        try:
-            values = (payload["s"], payload["n"], payload["v"], payload["r"], payload["u"])
-            expires = float(payload["e"])
-        except (KeyError, TypeError, ValueError):
-            raise LoginError("state_invalid", "the login state cookie is not valid") from None
-        if not all(isinstance(value, str) for value in values):
-            raise LoginError("state_invalid", "the login state cookie is not valid")
-        return cls(*values, expires=expires)
 
 
 def _s256(verifier: str) -> str:
@@ -442,7 +288,7 @@ class LoginFlow:
         redirect_uri = self.config.login.redirect_uri or (
             f"{request.url.scheme}://{request.url.netloc}{self.callback_path}"
         )
-        pending = _Pending(
+        pending = Pending(
             state=secrets.token_urlsafe(32),
             nonce=secrets.token_urlsafe(32),
             verifier=secrets.token_urlsafe(48),
@@ -544,12 +390,12 @@ class LoginFlow:
             params[name] = value
         return params
 
-    def _pending(self, request: Request, cookie_name: str, state: str) -> _Pending:
+    def _pending(self, request: Request, cookie_name: str, state: str) -> Pending:
         assert self._cipher is not None
         sealed = request.cookies.get(cookie_name)
         if not sealed:
             raise LoginError("state_missing", "no login was started in this browser for this state")
-        pending = _Pending.from_payload(self._cipher.open(sealed, aad=cookie_name.encode()))
+        pending = Pending.from_payload(self._cipher.open(sealed, aad=cookie_name.encode()))
         if not hmac.compare_digest(pending.state.encode(), state.encode()):
             raise LoginError("state_invalid", "the login state does not match")
         if pending.expires < self.now():
@@ -564,7 +410,7 @@ class LoginFlow:
         if self.stats.refresh_token_missing == 1:
             logger.warning(OFFLINE_ACCESS_WARNING)
 
-    async def _exchange(self, code: str, pending: _Pending) -> TokenSet:
+    async def _exchange(self, code: str, pending: Pending) -> TokenSet:
         endpoint = self.config.endpoint("token")
         assert endpoint is not None
         form: dict[str, Any] = {
@@ -614,7 +460,7 @@ class LoginFlow:
         except VerifierError:
             return  # verifying reports it
 
-    async def _verify(self, tokens: TokenSet, pending: _Pending) -> None:
+    async def _verify(self, tokens: TokenSet, pending: Pending) -> None:
         assert tokens.access is not None
         assert tokens.id is not None
         try:
@@ -690,39 +536,3 @@ class LoginFlow:
         else:
             self.stats.revocations_failed += 1
             logger.warning("token revocation answered HTTP %d", status)
-
-
-class LogoutTokens:
-    """Read the token cookies of logout requests before the middleware strips them.
-
-    Install outside :class:`~verifier.middleware.JWTSessionMiddleware`. Only
-    requests to ``path`` are touched; the tokens go to a scope key the client
-    cannot set, never to a header.
-    """
-
-    def __init__(self, app: ASGIApp, *, path: str, jar: CookieJar, secure_mode: str) -> None:
-        self.app = app
-        self.path = path
-        self.jar = jar
-        self.secure_mode = secure_mode
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != self.path:
-            await self.app(scope, receive, send)
-            return
-        cookies: dict[str, str] = {}
-        duplicated = False
-        for name, value in scope["headers"]:
-            if name == b"cookie":
-                for part in value.decode("latin-1").split(";"):
-                    key, sep, item = part.partition("=")
-                    key = key.strip()
-                    if not sep or not self.jar.is_token_cookie(key):
-                        continue
-                    duplicated = duplicated or key in cookies
-                    cookies.setdefault(key, item.strip())
-        secure = request_is_secure(scope, self.secure_mode)
-        # As in the middleware: a token cookie sent twice may be a planted one,
-        # so none is trusted (its refresh token is not revoked on our word).
-        tokens = TokenSet() if duplicated else self.jar.read(cookies, secure=secure)
-        await self.app({**scope, LOGOUT_TOKENS_KEY: tokens}, receive, send)

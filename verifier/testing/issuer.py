@@ -1,26 +1,8 @@
-"""DevIssuer: a local OIDC issuer for demos and tests. Never use it in production.
+"""DevIssuer: keys, token minting, discovery and JWKS, and a real server on 127.0.0.1.
 
-It holds one RS256 (RSA-2048), one ES256 (P-256) and one Ed25519 signing key
-from the start, mints access and ID tokens with the claim shapes jwtedge
-expects, signs arbitrary (even hostile) tokens, rotates keys while keeping the
-old ones published, and serves discovery and the JWKS as a Starlette app,
-optionally on a real uvicorn server on 127.0.0.1::
-
-    issuer = DevIssuer(issuer="http://127.0.0.1:9000", audience="api", client_id="web")
-    token = issuer.access_token(sub="u1", organizations=[...], ttl=300)
-
-    with DevIssuer.serve(port=0) as issuer:
-        issuer.url  # e.g. http://127.0.0.1:41234
-
-It is also an OAuth 2.0 / OIDC provider with users, /authorize (code + PKCE),
-/token (rotating refresh tokens with reuse detection), /revoke and /logout,
-plus switches that make the token endpoint fail or stall; ``login()`` mints a
-whole token response without HTTP. Those endpoints live in
-``verifier._devissuer_oauth``; this class is the façade::
-
-    issuer.add_user("u2", email="b@example.com", organizations=[...])
-    tokens = issuer.login("u2")          # access, ID and refresh token, one sid
-    issuer.fail_mode, issuer.fail_count = "500", 1   # the next /token answers 500
+The façade of :mod:`verifier.testing` (see there for what it offers); the
+OAuth endpoints live in :mod:`verifier.testing.oauth`, the keys in
+:mod:`verifier.testing.signing_keys`. Never use it in production.
 """
 
 from __future__ import annotations
@@ -37,24 +19,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
-from joserfc.jwk import ECKey, OKPKey, RSAKey
 from joserfc.jws import JWSRegistry
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
-from ._devissuer_oauth import CODE_TTL, DEFAULT_SCOPE, FAIL_MODES, OAuthProvider
-from .clock import wall_clock
+from ..clock import wall_clock
+from .oauth import DEFAULT_SCOPE, FAIL_MODES, OAuthProvider
+from .signing_keys import INITIAL_ALGS, KEY_ALGORITHMS, SigningKey, generate_key
 
-__all__ = ["CODE_TTL", "DEFAULT_SCOPE", "FAIL_MODES", "KEY_ALGORITHMS", "DevIssuer", "IssuerStats"]
-
-_RSA_ALGS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
-_EC_CURVES = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
-_OKP_ALGS = ("Ed25519", "EdDSA")
-#: Algorithms a DevIssuer key can be created for (its JWK ``alg``).
-KEY_ALGORITHMS = (*_RSA_ALGS, *_EC_CURVES, *_OKP_ALGS)
-_INITIAL_ALGS = ("RS256", "ES256", "Ed25519")
+__all__ = ["DevIssuer", "IssuerStats"]
 
 Claims = Mapping[str, Any] | bytes | str
 Header = Mapping[str, Any] | bytes | str
@@ -80,40 +55,6 @@ class IssuerStats:
     #: POST /revoke requests answered 200.
     revocations: int = 0
     logout_requests: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class _Key:
-    kid: str
-    alg: str
-    key: RSAKey | ECKey | OKPKey
-
-    @property
-    def signing_algs(self) -> tuple[str, ...]:
-        """Every algorithm this private key can physically sign with."""
-        if isinstance(self.key, RSAKey):
-            return _RSA_ALGS
-        if isinstance(self.key, ECKey):
-            return tuple(a for a, crv in _EC_CURVES.items() if crv == self.key.curve_name)
-        return _OKP_ALGS
-
-    def jwk(self, *, private: bool) -> dict[str, Any]:
-        return {"kid": self.kid, "use": "sig", "alg": self.alg, **self.key.as_dict(private=private)}
-
-
-def _generate_key(alg: str, serial: int) -> _Key:
-    key: RSAKey | ECKey | OKPKey
-    if alg in _RSA_ALGS:
-        key = RSAKey.generate_key(2048)
-    elif alg in _EC_CURVES:
-        key = ECKey.generate_key(_EC_CURVES[alg])
-    elif alg in _OKP_ALGS:
-        key = OKPKey.generate_key("Ed25519")
-    else:
-        raise ValueError(f"unsupported key algorithm {alg!r}; expected one of {KEY_ALGORITHMS}")
-    # The serial keeps kids readable and ordered; the thumbprint prefix keeps them
-    # distinct across DevIssuer instances, so two issuers never share a kid by accident.
-    return _Key(kid=f"{alg.lower()}-{serial}-{key.thumbprint()[:8]}", alg=alg, key=key)
 
 
 def _b64(data: bytes) -> bytes:
@@ -192,10 +133,12 @@ class DevIssuer:
         self._oauth = OAuthProvider(self)
         # Rotation replaces the whole tuple, so a server thread reading it never
         # sees a half-updated list.
-        self._keys: tuple[_Key, ...] = ()
-        for initial in _INITIAL_ALGS:
+        self._keys: tuple[SigningKey, ...] = ()
+        for initial in INITIAL_ALGS:
             self._add_key(initial)
-        self._active: _Key = self._newest_of(alg) if alg in _INITIAL_ALGS else self._add_key(alg)
+        self._active: SigningKey = (
+            self._newest_of(alg) if alg in INITIAL_ALGS else self._add_key(alg)
+        )
         self.app: Starlette = Starlette(routes=self.routes())
 
     # -- keys -------------------------------------------------------------------
@@ -244,18 +187,18 @@ class DevIssuer:
         self._active = self._add_key(alg or self._active.alg)
         return self._active.kid
 
-    def _add_key(self, alg: str) -> _Key:
-        key = _generate_key(alg, len(self._keys) + 1)
+    def _add_key(self, alg: str) -> SigningKey:
+        key = generate_key(alg, len(self._keys) + 1)
         self._keys = (*self._keys, key)
         return key
 
-    def _by_kid(self, kid: str) -> _Key:
+    def _by_kid(self, kid: str) -> SigningKey:
         for key in self._keys:
             if key.kid == kid:
                 return key
         raise ValueError(f"unknown kid {kid!r}")
 
-    def _newest_of(self, alg: str) -> _Key:
+    def _newest_of(self, alg: str) -> SigningKey:
         """The newest key published for ``alg``, else the newest one able to sign it."""
         for matches in (lambda k: k.alg == alg, lambda k: alg in k.signing_algs):
             for key in reversed(self._keys):
@@ -263,7 +206,7 @@ class DevIssuer:
                     return key
         raise ValueError(f"no key can sign {alg!r}")
 
-    def _resolve(self, kid: str | None, alg: str | None) -> tuple[_Key, str]:
+    def _resolve(self, kid: str | None, alg: str | None) -> tuple[SigningKey, str]:
         if kid is not None:
             key = self._by_kid(kid)
         elif alg is not None and alg != "none":
@@ -315,7 +258,7 @@ class DevIssuer:
         return (signing_input + b"." + _b64(signature)).decode("ascii")
 
     @staticmethod
-    def _signature(key: _Key, alg: str, signing_input: bytes) -> bytes:
+    def _signature(key: SigningKey, alg: str, signing_input: bytes) -> bytes:
         if alg == "none":
             return b""
         return JWSRegistry.algorithms[alg].sign(signing_input, key.key)

@@ -24,19 +24,13 @@ digests. Everything here is for demos and tests, never production.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import copy
-import hashlib
-import re
 import secrets
 import threading
-import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
 
 from joserfc import jwt
 from joserfc.errors import JoseError
@@ -45,10 +39,28 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-if TYPE_CHECKING:
-    from .testing import DevIssuer
+from .protocol import (
+    NO_STORE,
+    PKCE,
+    OAuthError,
+    basic_credentials,
+    corrupt_signature,
+    digest,
+    equal,
+    http_url,
+    narrow_scope,
+    new_sid,
+    read_form,
+    required,
+    s256,
+    single_params,
+    with_query,
+)
 
-__all__ = ["CODE_TTL", "DEFAULT_SCOPE", "FAIL_MODES", "OAuthError", "OAuthProvider"]
+if TYPE_CHECKING:
+    from .issuer import DevIssuer
+
+__all__ = ["CODE_TTL", "DEFAULT_SCOPE", "FAIL_MODES", "OAuthProvider", "demo_profile"]
 
 #: The scopes ``login()`` grants unless told otherwise.
 DEFAULT_SCOPE = "openid profile email offline_access"
@@ -56,31 +68,9 @@ DEFAULT_SCOPE = "openid profile email offline_access"
 CODE_TTL = 60
 #: The values ``DevIssuer.fail_mode`` accepts (besides None).
 FAIL_MODES = frozenset({"500", "timeout", "invalid_grant", "other_sub", "bad_signature"})
-
-# RFC 7636 §4.1: 43 to 128 unreserved characters, for verifiers and challenges alike.
-_PKCE = re.compile(r"[A-Za-z0-9\-._~]{43,128}")
-_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _SIGNED_OUT = "<!doctype html><title>Signed out</title><p>You are signed out.</p>\n"
 
 Kind = Literal["organizations", "projects"]
-
-
-class OAuthError(Exception):
-    """An error answer in the shape of RFC 6749 §5.2 (never carries a token)."""
-
-    def __init__(self, error: str, description: str, status: int = 400) -> None:
-        super().__init__(description)
-        self.error = error
-        self.description = description
-        self.status = status
-
-    def response(self) -> JSONResponse:
-        headers = dict(_NO_STORE)
-        if self.status == 401:
-            # RFC 6749 §5.2: a 401 names the authentication scheme the client may use.
-            headers["WWW-Authenticate"] = 'Basic realm="dev-issuer"'
-        body = {"error": self.error, "error_description": self.description}
-        return JSONResponse(body, self.status, headers)
 
 
 @dataclass
@@ -208,7 +198,7 @@ class OAuthProvider:
         sub = self._issuer.default_user if sub is None else sub
         with self._lock:
             self._profile(sub)
-            family = self._new_family(sub, sid or _new_sid(), scope, self._issuer.client_id)
+            family = self._new_family(sub, sid or new_sid(), scope, self._issuer.client_id)
             return self._token_set(family, nonce=nonce)
 
     def _new_family(
@@ -267,12 +257,12 @@ class OAuthProvider:
         if "offline_access" in family.scope.split():
             refresh_token = secrets.token_urlsafe(32)
             with self._lock:
-                self._refresh[_digest(refresh_token)] = _RefreshToken(family)
+                self._refresh[digest(refresh_token)] = _RefreshToken(family)
             answer["refresh_token"] = refresh_token
         if failure == "bad_signature":
             for name in ("access_token", "id_token"):
                 if name in answer:
-                    answer[name] = _corrupt_signature(answer[name])
+                    answer[name] = corrupt_signature(answer[name])
         return answer
 
     def _revoke(self, family: _Family) -> None:
@@ -301,42 +291,42 @@ class OAuthProvider:
         with self._lock:
             self._issuer.stats.authorize_requests += 1
         try:
-            location = self._authorize(_single(request.query_params.multi_items()))
+            location = self._authorize(single_params(request.query_params.multi_items()))
         except OAuthError as exc:
             return exc.response()
-        return RedirectResponse(location, status_code=302, headers=_NO_STORE)
+        return RedirectResponse(location, status_code=302, headers=NO_STORE)
 
     def _authorize(self, params: dict[str, str]) -> str:
         issuer = self._issuer
         if params.get("client_id") != issuer.client_id:
             raise OAuthError("invalid_client", "unknown client_id")
-        redirect_uri = _http_url(params.get("redirect_uri"), "redirect_uri")
+        redirect_uri = http_url(params.get("redirect_uri"), "redirect_uri")
         if params.get("response_type") != "code":
             raise OAuthError("unsupported_response_type", "only response_type=code is supported")
         if params.get("code_challenge_method") != "S256":
             raise OAuthError("invalid_request", "code_challenge_method=S256 is required")
         challenge = params.get("code_challenge")
-        if challenge is None or not _PKCE.fullmatch(challenge):
+        if challenge is None or not PKCE.fullmatch(challenge):
             raise OAuthError("invalid_request", "a code_challenge (RFC 7636) is required")
         sub = issuer.default_user
         code = secrets.token_urlsafe(32)
         with self._lock:
             self._profile(sub)
-            self._codes[_digest(code)] = _Code(
+            self._codes[digest(code)] = _Code(
                 sub=sub,
                 client_id=issuer.client_id,
                 redirect_uri=redirect_uri,
                 scope=params.get("scope", "openid"),
                 nonce=params.get("nonce"),
                 challenge=challenge,
-                sid=_new_sid(),
+                sid=new_sid(),
                 issued_at=issuer.clock(),
             )
         query = {"code": code}
         if "state" in params:
             query["state"] = params["state"]
         query["iss"] = issuer.issuer  # RFC 9207
-        return _with_query(redirect_uri, query)
+        return with_query(redirect_uri, query)
 
     async def token_endpoint(self, request: Request) -> Response:
         """RFC 6749 token endpoint: authorization_code and refresh_token grants."""
@@ -348,18 +338,18 @@ class OAuthProvider:
             if failure == "timeout":
                 await self.sleep(issuer.fail_delay)
             body = {"error": "server_error", "error_description": f"fail_mode={failure}"}
-            return JSONResponse(body, 500, _NO_STORE)
+            return JSONResponse(body, 500, NO_STORE)
         try:
             answer = await self._grant(request, failure)
         except OAuthError as exc:
             return exc.response()
         await self.sleep(issuer.token_delay)
-        return JSONResponse(answer, headers=_NO_STORE)
+        return JSONResponse(answer, headers=NO_STORE)
 
     async def _grant(self, request: Request, failure: str | None) -> dict[str, Any]:
         if failure == "invalid_grant":
             raise OAuthError("invalid_grant", "fail_mode=invalid_grant")
-        form = await _form(request)
+        form = await read_form(request)
         client_id = self._authenticate_client(request, form)
         grant_type = form.get("grant_type")
         if grant_type == "authorization_code":
@@ -387,10 +377,10 @@ class OAuthProvider:
     def _code_grant(
         self, form: dict[str, str], client_id: str, failure: str | None
     ) -> dict[str, Any]:
-        code = _required(form, "code")
-        redirect_uri = _required(form, "redirect_uri")
+        code = required(form, "code")
+        redirect_uri = required(form, "redirect_uri")
         with self._lock:
-            record = self._codes.get(_digest(code))
+            record = self._codes.get(digest(code))
             if record is None or record.client_id != client_id:
                 raise OAuthError("invalid_grant", "unknown authorization code")
             if record.redeemed:
@@ -405,7 +395,7 @@ class OAuthProvider:
                     "invalid_grant", "redirect_uri differs from the authorization request"
                 )
             verifier = form.get("code_verifier", "")
-            if not _PKCE.fullmatch(verifier) or not _equal(_s256(verifier), record.challenge):
+            if not PKCE.fullmatch(verifier) or not equal(s256(verifier), record.challenge):
                 raise OAuthError("invalid_grant", "PKCE verification failed")
             family = record.family = self._new_family(
                 record.sub, record.sid, record.scope, client_id, record.issued_at
@@ -417,10 +407,10 @@ class OAuthProvider:
     def _refresh_grant(
         self, form: dict[str, str], client_id: str, failure: str | None
     ) -> dict[str, Any]:
-        token = _required(form, "refresh_token")
+        token = required(form, "refresh_token")
         issuer = self._issuer
         with self._lock:
-            record = self._refresh.get(_digest(token))
+            record = self._refresh.get(digest(token))
             if record is None or record.family.revoked:
                 raise OAuthError("invalid_grant", "refresh token is invalid or revoked")
             family = record.family
@@ -435,7 +425,7 @@ class OAuthProvider:
                 self._revoke(family)
                 issuer.stats.reuse_detected += 1
                 raise OAuthError("invalid_grant", "refresh token reused; its family is revoked")
-            scope = _narrow(family.scope, form.get("scope"))
+            scope = narrow_scope(family.scope, form.get("scope"))
             answer = self._token_set(family, scope=scope, failure=failure)
             record.used_at, record.answer = now, answer
             issuer.stats.refresh_grants += 1
@@ -444,17 +434,17 @@ class OAuthProvider:
     async def revoke_endpoint(self, request: Request) -> Response:
         """RFC 7009: revoke a refresh token's family; 200 for tokens it does not know."""
         try:
-            form = await _form(request)
+            form = await read_form(request)
             client_id = self._authenticate_client(request, form)
-            token = _required(form, "token")
+            token = required(form, "token")
         except OAuthError as exc:
             return exc.response()
         with self._lock:
-            record = self._refresh.get(_digest(token))
+            record = self._refresh.get(digest(token))
             if record is not None and record.family.client_id == client_id:
                 self._revoke(record.family)
             self._issuer.stats.revocations += 1
-        return Response(status_code=200, headers=_NO_STORE)
+        return Response(status_code=200, headers=NO_STORE)
 
     async def logout_endpoint(self, request: Request) -> Response:
         """OIDC RP-initiated logout: end the hinted session, then redirect or say so."""
@@ -463,19 +453,19 @@ class OAuthProvider:
         try:
             pairs = list(request.query_params.multi_items())
             if request.method == "POST":
-                pairs += (await _form(request)).items()
-            params = _single(pairs)
+                pairs += (await read_form(request)).items()
+            params = single_params(pairs)
             redirect = params.get("post_logout_redirect_uri")
             if redirect is not None:
-                redirect = _http_url(redirect, "post_logout_redirect_uri")
+                redirect = http_url(redirect, "post_logout_redirect_uri")
         except OAuthError as exc:
             return exc.response()
         if "id_token_hint" in params:
             self._end_session(params["id_token_hint"])
         if redirect is None:
-            return HTMLResponse(_SIGNED_OUT, headers=_NO_STORE)
+            return HTMLResponse(_SIGNED_OUT, headers=NO_STORE)
         state = {"state": params["state"]} if "state" in params else {}
-        return RedirectResponse(_with_query(redirect, state), status_code=302)
+        return RedirectResponse(with_query(redirect, state), status_code=302)
 
     def _end_session(self, id_token_hint: str) -> None:
         """Revoke the refresh tokens of the hinted session (Keycloak does); bad hints do nothing."""
@@ -503,17 +493,17 @@ class OAuthProvider:
         if header is not None:
             if "client_secret" in form:
                 raise OAuthError("invalid_request", "use one client authentication method")
-            client_id, secret = _basic_credentials(header)
+            client_id, secret = basic_credentials(header)
             if form.get("client_id", client_id) != client_id:
                 raise OAuthError("invalid_request", "client_id differs from the Basic credentials")
         else:
             client_id, secret = form.get("client_id"), form.get("client_secret")
         if client_id is None:
             raise OAuthError("invalid_client", "client authentication is required", 401)
-        if not _equal(client_id, issuer.client_id):
+        if not equal(client_id, issuer.client_id):
             raise OAuthError("invalid_client", "unknown client", 401)
         expected = issuer.client_secret
-        if expected is not None and (secret is None or not _equal(secret, expected)):
+        if expected is not None and (secret is None or not equal(secret, expected)):
             raise OAuthError("invalid_client", "client authentication failed", 401)
         return client_id
 
@@ -543,117 +533,3 @@ class OAuthProvider:
         for loop, event in sleepers:
             with contextlib.suppress(RuntimeError):  # that loop is already closed
                 loop.call_soon_threadsafe(event.set)
-
-
-# -- helpers ----------------------------------------------------------------------
-
-
-def _digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
-
-
-def _s256(verifier: str) -> str:
-    digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
-
-
-def _equal(given: str, expected: str) -> bool:
-    return secrets.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
-
-
-def _new_sid() -> str:
-    return str(uuid.uuid4())
-
-
-def _corrupt_signature(token: str) -> str:
-    """The same token with every signature byte flipped: still base64url, never valid."""
-    signing_input, _, signature = token.rpartition(".")
-    raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
-    flipped = bytes(byte ^ 0xFF for byte in raw)
-    return signing_input + "." + base64.urlsafe_b64encode(flipped).rstrip(b"=").decode("ascii")
-
-
-#: RFC 8707 §2: ``resource`` may be sent several times (one per target API).
-_REPEATABLE = frozenset({"resource"})
-
-
-def _single(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """RFC 6749 §3.1: no parameter twice (``resource`` aside: RFC 8707 allows it; the
-    DevIssuer ignores it); one sent without a value counts as omitted."""
-    params: dict[str, str] = {}
-    seen: set[str] = set()
-    for name, value in pairs:
-        if name in seen and name not in _REPEATABLE:
-            raise OAuthError("invalid_request", f"parameter {name!r} is repeated")
-        seen.add(name)
-        if value:
-            params[name] = value
-    return params
-
-
-async def _form(request: Request) -> dict[str, str]:
-    """The form body, parsed without python-multipart (urlencoded only, as RFC 6749 says)."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != "application/x-www-form-urlencoded":
-        raise OAuthError("invalid_request", "the body must be application/x-www-form-urlencoded")
-    try:
-        text = (await request.body()).decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise OAuthError("invalid_request", "the body is not UTF-8") from exc
-    return _single(parse_qsl(text, keep_blank_values=True))
-
-
-def _required(params: Mapping[str, str], name: str) -> str:
-    value = params.get(name)
-    if value is None:
-        raise OAuthError("invalid_request", f"{name} is required")
-    return value
-
-
-def _narrow(granted: str, requested: str | None) -> str:
-    """RFC 6749 §6: a refresh may ask for fewer scopes than were granted, never more."""
-    if requested is None:
-        return granted
-    if not set(requested.split()) <= set(granted.split()):
-        raise OAuthError("invalid_scope", "scope exceeds what was granted")
-    return requested
-
-
-def _basic_credentials(header: str) -> tuple[str, str]:
-    """RFC 6749 §2.3.1: Basic credentials whose parts are form-urlencoded first."""
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "basic":
-        raise OAuthError("invalid_client", "only Basic client authentication is supported", 401)
-    try:
-        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError) as exc:
-        raise OAuthError("invalid_client", "malformed Basic credentials", 401) from exc
-    client_id, colon, secret = decoded.partition(":")
-    if not colon:
-        raise OAuthError("invalid_client", "malformed Basic credentials", 401)
-    return unquote_plus(client_id), unquote_plus(secret)
-
-
-def _http_url(value: str | None, name: str) -> str:
-    """Any absolute http(s) URL without a fragment: it is a dev issuer, not an allowlist."""
-    if value is None:
-        raise OAuthError("invalid_request", f"{name} is required")
-    try:
-        parts = urlsplit(value)
-        host = parts.hostname
-    except ValueError as exc:
-        raise OAuthError("invalid_request", f"{name} is not a valid URL") from exc
-    if parts.scheme not in ("http", "https") or not host:
-        raise OAuthError("invalid_request", f"{name} must be an absolute http(s) URL")
-    if parts.fragment or "#" in value:
-        raise OAuthError("invalid_request", f"{name} must not contain a fragment")
-    return value
-
-
-def _with_query(url: str, params: Mapping[str, str]) -> str:
-    """``url`` with ``params`` appended, keeping the query it already has (RFC 6749 §3.1.2)."""
-    if not params:
-        return url
-    parts = urlsplit(url)
-    query = "&".join(filter(None, [parts.query, urlencode(params)]))
-    return urlunsplit(parts._replace(query=query))
