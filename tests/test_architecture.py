@@ -213,7 +213,6 @@ def test_the_reader_sees_every_project_module() -> None:
 # -- the floor plan -----------------------------------------------------------------------------
 
 
-@SPLITS_PENDING
 def test_no_project_module_is_over_600_lines() -> None:
     long = {
         name: len(path.read_text("utf-8").splitlines())
