@@ -36,7 +36,6 @@ PACKAGES = ("verifier", "deploy")
 #: The longest a module may be (issue 25: "no module over 600 lines, aim lower").
 MAX_LINES = 600
 
-SPLITS_PENDING = pytest.mark.xfail(strict=True, reason="issue 25: splits land after the batch")
 
 Graph = dict[str, set[str]]
 
@@ -223,7 +222,6 @@ def test_no_project_module_is_over_600_lines() -> None:
     assert long == {}, f"modules over {MAX_LINES} lines: {long}"
 
 
-@SPLITS_PENDING
 def test_no_import_cycle_between_project_modules_at_run_time() -> None:
     graph = import_graph(REPO)
 
