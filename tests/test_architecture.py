@@ -11,11 +11,9 @@
   ``from verifier import TokenVerifier``, each in a fresh interpreter, leave
   ``httpx2`` out of ``sys.modules``.
 
-Issue 25 splits the long modules and breaks the cycles after this batch, so
-the checks that fail today are ``xfail(strict=True)``: the moment a split
-makes one pass, the strict marker turns it into a failure, and the lead
-removes the marker. The graph reader itself is tested on small packages
-written to ``tmp_path``, so the checks cannot pass by reading nothing.
+Issues 24 and 25 split the long modules and broke the cycles; every check
+holds. The graph reader itself is tested on small packages written to
+``tmp_path``, so the checks cannot pass by reading nothing.
 """
 
 from __future__ import annotations
@@ -36,7 +34,6 @@ PACKAGES = ("verifier", "deploy")
 #: The longest a module may be (issue 25: "no module over 600 lines, aim lower").
 MAX_LINES = 600
 
-SPLITS_PENDING = pytest.mark.xfail(strict=True, reason="issue 25: splits land after the batch")
 
 Graph = dict[str, set[str]]
 
@@ -223,7 +220,6 @@ def test_no_project_module_is_over_600_lines() -> None:
     assert long == {}, f"modules over {MAX_LINES} lines: {long}"
 
 
-@SPLITS_PENDING
 def test_no_import_cycle_between_project_modules_at_run_time() -> None:
     graph = import_graph(REPO)
 

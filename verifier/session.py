@@ -20,7 +20,7 @@ from typing import Any, NamedTuple, TypeVar, cast
 
 from starlette.authentication import AuthCredentials, BaseUser
 
-from .config import ClaimsSettings
+from .config_sections import ClaimsSettings
 from .errors import ClaimsInvalid
 from .limits import load_claims
 
