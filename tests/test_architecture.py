@@ -11,11 +11,9 @@
   ``from verifier import TokenVerifier``, each in a fresh interpreter, leave
   ``httpx2`` out of ``sys.modules``.
 
-Issue 25 splits the long modules and breaks the cycles after this batch, so
-the checks that fail today are ``xfail(strict=True)``: the moment a split
-makes one pass, the strict marker turns it into a failure, and the lead
-removes the marker. The graph reader itself is tested on small packages
-written to ``tmp_path``, so the checks cannot pass by reading nothing.
+Issues 24 and 25 split the long modules and broke the cycles; every check
+holds. The graph reader itself is tested on small packages written to
+``tmp_path``, so the checks cannot pass by reading nothing.
 """
 
 from __future__ import annotations

@@ -25,14 +25,14 @@ from starlette.types import Message, Receive, Scope, Send
 from tests.conftest import make_config
 from verifier.config import CookiesSettings
 from verifier.cookies import CookieJar
-from verifier.errors import AudienceMismatch, TokenExpired
+from verifier.errors import AudienceMismatch, TokenExpired, VerifierError
 from verifier.identity_headers import IdentityHeaders
 from verifier.jwks import parse_jwks
 from verifier.keys import KeyStore, VerificationKey
 from verifier.middleware import COOKIES_PRESENT_KEY, JWTSessionMiddleware
 from verifier.request_scan import HeaderScanner, Scanned
 from verifier.session import Session
-from verifier.session_cache import DIGEST_MEMO, ExpiredProofs, SessionCache, cache_key
+from verifier.session_cache import DIGEST_MEMO, ExpiredProofs, cache_key
 from verifier.testing import DevIssuer
 from verifier.tokens import TokenVerifier
 
@@ -419,12 +419,21 @@ def test_kept_proofs_are_bounded() -> None:
     assert proofs.get("a.b.0") is None
 
 
-def test_the_digest_memo_maps_each_exact_string_to_its_own_digest_and_stays_bounded() -> None:
-    cache = SessionCache(16)
+def test_the_digest_memo_holds_only_tokens_that_verified_and_stays_bounded(
+    issuer: DevIssuer,
+) -> None:
+    verifier = TokenVerifier.from_config(make_config(issuer))
+    cache = verifier._cache
+    assert cache is not None
+    genuine = token(issuer)
+    forged = genuine[:-4] + ("AAAA" if not genuine.endswith("AAAA") else "BBBB")
 
+    with pytest.raises(VerifierError):
+        verifier.session(forged)
+    verifier.session(genuine)
+    verifier.session(genuine)
+
+    assert cache.digests == {genuine: cache_key(genuine)}
     for index in range(3 * DIGEST_MEMO):
-        assert cache.key(f"a.b.{index}") == cache_key(f"a.b.{index}")
+        cache.remember(f"a.b.{index}", b"k")
         assert len(cache.digests) <= DIGEST_MEMO
-    assert cache.key("a.b.c", "d.e.f") == cache_key("a.b.c", "d.e.f")
-    assert cache.key("a.b.c", "d.e.f") != cache.key("a.b.c")
-    assert cache.key("a.b.\u00e9") is None

@@ -15,6 +15,13 @@ A pure ASGI middleware. Per request it
    :class:`~verifier.session.Session` in ``scope["auth"]`` and its user in
    ``scope["user"]``; anonymous callers get Starlette's placeholders.
 
+Like Starlette's ``AuthenticationMiddleware``, it writes into the scope it is
+given; the header list is replaced by a new one only when something was
+removed, and never edited (:mod:`verifier.request_scan`). The refresh
+decisions and the per-request refresh state live in
+:mod:`verifier.refresh_context`; the cache behind a cached request, in
+:mod:`verifier.session_cache`.
+
 Bad credentials make a page request anonymous; under ``http.api_prefixes``,
 or whenever a Bearer header was used, they answer 401 (503 for
 ``keys_stale``) with RFC 6750 ``WWW-Authenticate``. ``on_error`` replaces that

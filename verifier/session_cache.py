@@ -10,10 +10,11 @@ replaces the token strings (~1.2 KB, ~2 KB with an ID token) as the key;
 SHA-256 is the fastest digest the standard library has here (SHA-NI, about
 1 µs for a 1.2 KB token: ``bench/middleware.py --profile`` measures it).
 
-The digests of the last :data:`DIGEST_MEMO` distinct tokens (or pairs) are
-remembered by their exact strings: a browser sends the same cookies with
-every request of a page load, so a hot token costs a str hash instead of a
-SHA-256. The memo is bounded (it starts over when full) and only ever maps a
+The digests of the last :data:`DIGEST_MEMO` distinct tokens (or pairs) that
+verified are remembered by their exact strings: a browser sends the same
+cookies with every request of a page load, so a hot token costs a str hash
+instead of a SHA-256. The memo is bounded (it starts over when full), holds
+no string that did not verify (a forger cannot fill it), and only ever maps a
 string to its own digest, so it cannot serve anything a lookup would not.
 
 An entry holds the :class:`~verifier.session.Session` (whose claims stay as
@@ -113,18 +114,14 @@ class SessionCache:
         key = cache_key(*pair)
         return key is not None and key in self.entries
 
-    def key(self, access_token: str, id_token: str | None = None) -> bytes | None:
-        """:func:`cache_key`, remembered for the last :data:`DIGEST_MEMO` distinct inputs."""
-        exact = access_token if id_token is None else (access_token, id_token)
-        key = self.digests.get(exact)
-        if key is None:
-            key = cache_key(access_token, id_token)
-            if key is None:
-                return None
-            if len(self.digests) >= DIGEST_MEMO:
-                self.digests.clear()
-            self.digests[exact] = key
-        return key
+    def remember(self, exact: str | tuple[str, str], key: bytes) -> None:
+        """Remember ``key``, the :func:`cache_key` of ``exact`` (a token, or an
+        (access, ID) pair), once it found or made an entry: only strings of
+        tokens that verified are kept, at most :data:`DIGEST_MEMO` of them."""
+        digests = self.digests
+        if len(digests) >= DIGEST_MEMO:
+            digests.clear()
+        digests[exact] = key
 
     def get(self, key: bytes, now: float) -> Session | None:
         """The session cached under ``key`` while ``now`` is inside its validity, else ``None``

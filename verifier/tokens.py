@@ -59,7 +59,7 @@ from .profiles import (
     get_profile,
 )
 from .session import Session, shared_parts
-from .session_cache import CacheStats, ExpiredProofs, SessionCache
+from .session_cache import CacheStats, ExpiredProofs, SessionCache, cache_key
 
 if TYPE_CHECKING:
     from .config import AppConfig, ClaimsSettings
@@ -482,10 +482,12 @@ class TokenVerifier:
             if len(access_token) > limit or (id_token is not None and len(id_token) > limit):
                 check_size(access_token, limit)
                 check_size(id_token or "", limit)
-            # The digest of a hot token is remembered (SessionCache.key, inline).
-            key = cache.digests.get(access_token if id_token is None else (access_token, id_token))
-            if key is None:
-                key = cache.key(access_token, id_token)
+            # A hot token's digest is remembered (by its exact string) once it verified.
+            exact = access_token if id_token is None else (access_token, id_token)
+            key = cache.digests.get(exact)
+            remembered = key is not None
+            if not remembered:
+                key = cache_key(access_token, id_token)
             if key is not None:
                 # SessionCache.get, inline: this is every cached request.
                 entry = cache.entries.get(key)
@@ -493,6 +495,8 @@ class TokenVerifier:
                     if entry.valid_from <= self.now() < entry.valid_until:
                         cache.entries.move_to_end(key)
                         self.cache_stats.hits += 1
+                        if not remembered:
+                            cache.remember(exact, key)
                         return entry.session
                     del cache.entries[key]
                 self.cache_stats.misses += 1
@@ -520,6 +524,7 @@ class TokenVerifier:
             valid_until=min(session.expires_at + self.leeway, profile_until),
             kids=(kid, id_header.get("kid") if id_header else kid),
         )
+        cache.remember(exact, key)
         return session
 
     def _build_session(
