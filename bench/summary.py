@@ -20,14 +20,14 @@ from bench.common import banner, table
 ROWS: list[tuple[str, str, str, str]] = [
     (
         "inproc_bearer",
-        "in process, cached Bearer: own µs (x hello)",
-        "2-6 µs (1.24-1.65x)",
+        "in process, cached Bearer, over hello",
+        "2-6 µs (1.24-1.65x in all)",
         "≤ 0.2x",
     ),
     (
         "inproc_cookies",
-        "in process, cached cookies: own µs (x hello)",
-        "11-13 µs (2.0-2.3x)",
+        "in process, cached cookies, over hello",
+        "11-13 µs (2.0-2.3x in all)",
         "≤ 0.5x",
     ),
     ("http_bearer", "HTTP (uvicorn, wrk), cached Bearer / hello", "0.86x", "≥ 0.95x"),
